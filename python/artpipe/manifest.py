@@ -1,0 +1,323 @@
+"""JSONL manifest -> Items; every error names the line number.
+
+The manifest can be millions of lines written by another program, so it is
+streamed: one line at a time, in binary, with a per-line byte cap, so one
+runaway line cannot make us buffer gigabytes. A bad line is handed to
+``on_error`` and skipped; the rest of the manifest still runs. Only a manifest
+that cannot be opened at all stops the run.
+
+``parse_item`` is the one validator: the CLI (through ``iter_manifest``) and the
+Python API (users passing dicts) both go through it, so both accept exactly the
+same items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from artpipe.errors import ManifestError
+from artpipe.models import ArtSlot, ArtType, ContentType, Item
+from artpipe.naming import ALLOWED_ART, path_problem
+
+__all__ = ["iter_manifest", "parse_item", "validate_url"]
+
+_TYPES = ", ".join(t.value for t in ContentType)
+_ARTS = ", ".join(a.value for a in ArtType)
+_CHUNK = 1 << 16
+
+
+def iter_manifest(
+    path: str | os.PathLike[str],
+    *,
+    on_error: Callable[[ManifestError], None] | None = None,
+    max_line_bytes: int = 1_000_000,
+) -> Iterator[Item]:
+    """Yield the valid items of a JSONL manifest, streaming it line by line.
+
+    A missing, unreadable or directory ``path`` raises ``ManifestError`` now
+    (not at the first ``next()``), because the run cannot go on without it.
+    Each bad line becomes ``ManifestError(message, line=N, path=str(path))``
+    passed to ``on_error`` (default: dropped) and is skipped.
+    """
+    where = str(path)
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError as exc:
+        raise ManifestError(
+            "manifest file not found; check the path (it is read as JSON Lines, one item per line)",
+            path=where,
+        ) from exc
+    except IsADirectoryError as exc:
+        raise ManifestError(
+            "manifest path is a directory; pass the .jsonl file inside it", path=where
+        ) from exc
+    except PermissionError as exc:
+        raise ManifestError(
+            "manifest is not readable (permission denied); fix its permissions or copy it",
+            path=where,
+        ) from exc
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot open manifest ({exc.strerror or exc}); check the path", path=where
+        ) from exc
+    if max_line_bytes < 1:
+        handle.close()
+        raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
+    return _items(handle, where, on_error, max_line_bytes)
+
+
+def _items(
+    handle: IO[bytes],
+    where: str,
+    on_error: Callable[[ManifestError], None] | None,
+    max_line_bytes: int,
+) -> Iterator[Item]:
+    def report(message: str, line: int) -> None:
+        if on_error is not None:
+            on_error(ManifestError(message, line=line, path=where))
+
+    with handle:
+        number = 0
+        while True:
+            try:
+                raw = handle.readline(max_line_bytes + 1)
+            except OSError as exc:
+                raise ManifestError(
+                    f"reading the manifest failed after line {number} ({exc.strerror or exc}); "
+                    "check the disk and rerun",
+                    path=where,
+                ) from exc
+            if not raw:
+                return
+            number += 1
+            if not raw.endswith(b"\n") and len(raw) > max_line_bytes:
+                skipped = len(raw) + _skip_rest_of_line(handle)
+                report(
+                    f"line is longer than {max_line_bytes} bytes ({skipped}+ bytes); "
+                    "split the item or raise max_line_bytes",
+                    number,
+                )
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                report(
+                    f"line is not valid UTF-8 (bad byte {raw[exc.start : exc.start + 1]!r} at "
+                    f"offset {exc.start}); write the manifest as UTF-8",
+                    number,
+                )
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                report(f"invalid JSON ({exc.msg} at column {exc.colno}); fix the line", number)
+                continue
+            except RecursionError:
+                report("JSON is nested too deeply; an item is one flat object", number)
+                continue
+            try:
+                yield parse_item(obj, number)
+            except ManifestError as exc:
+                report(str(exc.args[0]), number)
+
+
+def _skip_rest_of_line(handle: IO[bytes]) -> int:
+    """Read past the end of an over-long line in bounded chunks; return bytes skipped."""
+    skipped = 0
+    while True:
+        chunk = handle.readline(_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def parse_item(obj: Any, line: int = 0) -> Item:
+    """Validate one decoded manifest object and build its Item.
+
+    Raises ``ManifestError`` (``line`` set when non-zero) naming the field,
+    the bad value and what to write instead.
+    """
+    at = line or None
+
+    def fail(message: str) -> ManifestError:
+        return ManifestError(message, line=at)
+
+    if not isinstance(obj, dict):
+        raise fail(f"an item must be a JSON object, got {_kind(obj)}")
+
+    item_id = obj.get("id")
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise fail(f'"id" must be a non-empty string, got {_show(item_id)}')
+
+    raw_type = obj.get("type")
+    try:
+        ctype = ContentType(raw_type) if isinstance(raw_type, str) else None
+    except ValueError:
+        ctype = None
+    if ctype is None:
+        raise fail(f'"type" must be one of {_TYPES}, got {_show(raw_type)}')
+
+    path = obj.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise fail(
+            f'"path" must be a non-empty string relative to the library root, got {_show(path)}'
+        )
+    problem = path_problem(path)
+    if problem:
+        raise fail(f'"path" {problem}: {path!r}')
+
+    title = obj.get("title")
+    if title is not None and not isinstance(title, str):
+        raise fail(f'"title" must be a string or null, got {_show(title)}')
+    year = obj.get("year")
+    if year is not None and not _is_int(year):
+        raise fail(f'"year" must be an integer or null, got {_show(year)}')
+
+    season = obj.get("season")
+    if season is not None and (not _is_int(season) or season < -1):
+        raise fail(
+            f'"season" must be an integer ≥ 0 (0 = specials) or -1 (all seasons), '
+            f"got {_show(season)}"
+        )
+    if ctype is ContentType.SEASON and season is None:
+        raise fail('a "season" item needs "season": N (0 = specials, -1 = all seasons)')
+
+    art = obj.get("art")
+    if art is None:
+        art = {}
+    if not isinstance(art, dict):
+        raise fail(f'"art" must be an object mapping art type to URL, got {_show(art)}')
+
+    slots: list[ArtSlot] = []
+    lists: set[ArtType] = set()
+    for key, value in art.items():
+        try:
+            kind = ArtType(key)
+        except ValueError:
+            raise fail(f'unknown art type {key!r} in "art"; use one of {_ARTS}') from None
+        if kind not in ALLOWED_ART[ctype]:
+            allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[ctype])
+            raise fail(f"a {ctype.value} cannot have {kind.value!r} art; it takes {allowed}")
+        field = f'"art.{kind.value}"'
+        if kind.is_list:
+            lists.add(kind)
+            for index, (url, thumb) in enumerate(_list_entries(value, field, fail), start=1):
+                slots.append(ArtSlot(kind, index, url, thumb))
+        elif value is None:
+            slots.append(ArtSlot(kind, 0, None))
+        elif isinstance(value, list):
+            raise fail(
+                f"{field} takes one image, got a list; only extrafanart and extrathumb take lists"
+            )
+        else:
+            url, thumb = _entry(value, field, fail)
+            slots.append(ArtSlot(kind, 0, url, thumb))
+
+    return Item(
+        id=item_id,
+        type=ctype,
+        path=path,
+        title=title,
+        year=year,
+        season=season,
+        slots=tuple(slots),
+        lists=frozenset(lists),
+        line=line,
+    )
+
+
+def _list_entries(
+    value: Any, field: str, fail: Callable[[str], ManifestError]
+) -> list[tuple[str, str | None]]:
+    """A list art's value: null (remove all), one entry, or a list of entries."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return [_entry(value, field, fail)]
+    out = []
+    for position, entry in enumerate(value):
+        if entry is None:
+            raise fail(
+                f"{field}[{position}] is null; list entries are URLs (null for the whole list "
+                "removes all its files)"
+            )
+        out.append(_entry(entry, f"{field}[{position}]", fail))
+    return out
+
+
+def _entry(value: Any, field: str, fail: Callable[[str], ManifestError]) -> tuple[str, str | None]:
+    """A URL string or {"url": ..., "thumb"?: ...}."""
+    if isinstance(value, str):
+        return _url(value, field, fail), None
+    if isinstance(value, dict):
+        extra = sorted(set(value) - {"url", "thumb"})
+        if extra:
+            raise fail(f'{field} has unknown keys {extra}; it takes "url" and optional "thumb"')
+        url = value.get("url")
+        if not isinstance(url, str):
+            raise fail(f"{field}.url must be a URL string, got {_show(url)}")
+        thumb = value.get("thumb")
+        if thumb is not None:
+            if not isinstance(thumb, str):
+                raise fail(f"{field}.thumb must be a URL string or null, got {_show(thumb)}")
+            thumb = _url(thumb, f"{field}.thumb", fail)
+        return _url(url, f"{field}.url", fail), thumb
+    raise fail(f'{field} must be a URL string, {{"url", "thumb"}} or null, got {_show(value)}')
+
+
+def _url(url: str, field: str, fail: Callable[[str], ManifestError]) -> str:
+    problem = validate_url(url)
+    if problem:
+        raise fail(f"{field} {problem}: {url[:200]!r}")
+    return url
+
+
+def validate_url(url: str) -> str | None:
+    """Why ``url`` cannot be fetched (http/https with a host only), or None if it can."""
+    if not url:
+        return "is empty; give an http(s) URL"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "contains whitespace or control characters; percent-encode them"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = parts.scheme or "none"
+        return f"has scheme {shown!r}; only http and https URLs are fetched"
+    if not host:
+        return "has no host; write it as https://host/path"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= 80 else text[:77] + "..."
