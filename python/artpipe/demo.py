@@ -1,0 +1,128 @@
+"""`artpipe demo`: the whole engine, offline, on bundled sample art.
+
+Starts an aiohttp server on 127.0.0.1 (an ephemeral port) that serves the
+images in ``demo_art/`` with a little latency and real ETag/Last-Modified
+headers, writes a manifest that covers every content type (movies with
+extrafanart, a movie set, a show with seasons, specials and episodes, shared
+URLs, one broken URL), and runs the same ``pipeline.run`` a user's manifest
+gets. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.utils import formatdate
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+DEMO_LATENCY_S = 0.02
+
+MOVIES = [
+    ("tt0078748", "Alien", 1979),
+    ("tt0090605", "Aliens", 1986),
+    ("tt0103644", "Alien 3", 1992),
+    ("tt0083658", "Blade Runner", 1982),
+    ("tt0062622", "2001 A Space Odyssey", 1968),
+    ("tt0088247", "The Terminator", 1984),
+]
+
+
+def _art_files() -> dict[str, bytes]:
+    folder = resources.files("artpipe") / "demo_art"
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name[0] != "."}
+
+
+@asynccontextmanager
+async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[str]:
+    """Serve the bundled art on 127.0.0.1; yields the base URL."""
+    files = _art_files()
+    etags = {name: '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+             for name, data in files.items()}
+    modified = formatdate(1_700_000_000, usegmt=True)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(latency)
+        name = request.match_info["name"]
+        data = files.get(name)
+        if data is None:
+            return web.Response(status=404, text="no such demo image")
+        headers = {"ETag": etags[name], "Last-Modified": modified}
+        if request.headers.get("If-None-Match") == etags[name]:
+            return web.Response(status=304, headers=headers)
+        ctype = "image/png" if name.endswith(".png") else "image/jpeg"
+        return web.Response(body=data, content_type=ctype, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/art/{name}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        sockets = site._server.sockets if site._server else []  # noqa: SLF001
+        port = sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}/art"
+    finally:
+        await runner.cleanup()
+
+
+def demo_manifest(base: str) -> list[dict[str, Any]]:
+    """Every content type, shared URLs, a removal-free first run, one dead URL."""
+
+    def u(name: str) -> str:
+        return f"{base}/{name}"
+
+    items: list[dict[str, Any]] = []
+    for n, (imdb, title, year) in enumerate(MOVIES):
+        k = n % 4 + 1
+        art: dict[str, Any] = {
+            "poster": u(f"poster{k}.jpg"),
+            "fanart": {"url": u(f"fanart{k}.jpg"), "thumb": u(f"thumb{n % 2 + 1}.jpg")},
+            "banner": u(f"banner{n % 2 + 1}.jpg"),
+            "landscape": u(f"landscape{n % 2 + 1}.jpg"),
+            "clearlogo": u(f"clearlogo{n % 2 + 1}.png"),
+            "clearart": u(f"clearart{n % 2 + 1}.png"),
+            "discart": u("discart1.png"),
+            "extrafanart": [u(f"fanart{(k + j) % 4 + 1}.jpg") for j in range(3)],
+        }
+        if n == len(MOVIES) - 1:
+            art["keyart"] = u("missing-keyart.jpg")  # a dead link: reported, not fatal
+        folder = f"Movies/{title} ({year})"
+        items.append({"id": imdb, "type": "movie", "title": title, "year": year,
+                      "path": f"{folder}/{title} ({year}).mkv", "art": art})
+    items.append({"id": "set-alien", "type": "movieset", "title": "Alien Collection",
+                  "path": "Movie Sets/Alien Collection",
+                  "art": {"poster": u("poster1.jpg"), "fanart": u("fanart1.jpg"),
+                          "clearlogo": u("clearlogo1.png")}})
+    show = "TV Shows/Orbit Station"
+    items.append({"id": "tvdb-900001", "type": "tvshow", "title": "Orbit Station",
+                  "path": show,
+                  "art": {"poster": u("poster2.jpg"), "fanart": u("fanart2.jpg"),
+                          "banner": u("banner1.jpg"), "clearlogo": u("clearlogo2.png"),
+                          "characterart": u("characterart1.png"),
+                          "extrafanart": [u("fanart3.jpg"), u("fanart4.jpg")]}})
+    for season in (-1, 0, 1, 2):
+        items.append({"id": f"tvdb-900001-s{season}", "type": "season", "season": season,
+                      "title": "Orbit Station", "path": show,
+                      "art": {"poster": u(f"poster{season % 4 + 1}.jpg"),
+                              "banner": u("banner2.jpg")}})
+    for season in (1, 2):
+        for episode in (1, 2, 3):
+            name = f"Orbit Station S{season:02d}E{episode:02d}"
+            items.append({"id": f"tvdb-900001-s{season}e{episode}", "type": "episode",
+                          "title": name, "path": f"{show}/Season {season}/{name}.mkv",
+                          "art": {"thumb": u(f"thumb{episode % 2 + 1}.jpg")}})
+    return items
+
+
+def write_manifest(items: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for obj in items:
+            f.write(json.dumps(obj) + "\n")

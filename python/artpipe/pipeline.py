@@ -1,0 +1,621 @@
+"""The run engine: manifest → plan → fetch → save → store, pipelined across items.
+
+A fixed number of item workers pull items from a bounded queue; each plans
+its item with the one resolver (``plan.resolve``), downloads exactly the
+``Web`` set (the fetcher coalesces duplicates and enforces the limits), then
+hands bytes to the save step in an executor. While item N renders on the
+executor, item N+1's downloads are already in flight, and memory stays bounded
+by the queue sizes, never by the manifest size.
+
+The save step runs with ``fetch.SAVE_PHASE`` set, so any HTTP request made
+while an item saves is counted in ``http.requests_in_save`` — the counter that
+proves the seed's hidden re-download cannot come back. The driver alone writes
+the SQLite store, one transaction per batch of finished items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import IO, Any
+
+from artpipe import plan as planner
+from artpipe.cache import Cache, normalize_url
+from artpipe.errors import ArtpipeError, FetchError, ManifestError
+from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
+from artpipe.manifest import iter_manifest, parse_item
+from artpipe.metrics import Metrics
+from artpipe.models import ArtType, Item, SlotStatus
+from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
+from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
+
+DEFAULT_CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class SlotResult:
+    """One art slot's outcome: a report row, and what the store records."""
+
+    item: str
+    type: str
+    art: str
+    index: int
+    url: str | None
+    status: SlotStatus
+    path: str | None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    error: str | None = None
+    sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    passthrough: bool = False
+
+    def report_row(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "type": self.type,
+            "art": self.art,
+            "index": self.index,
+            "url": self.url,
+            "status": self.status.value,
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    item: Item
+    results: tuple[SlotResult, ...]
+
+
+@dataclass
+class RunStats:
+    """Running totals the CLI shows while a run goes on."""
+
+    items_done: int = 0
+    bad_lines: int = 0
+    slots: Counter[str] = field(default_factory=Counter)
+    bytes_written: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def failed(self) -> int:
+        return self.slots[SlotStatus.FAILED.value]
+
+
+@dataclass
+class RunReport:
+    """What ``run`` returns: totals, the metrics, and the exit code they imply."""
+
+    stats: RunStats
+    metrics: Metrics
+    library: Path
+    db: Path
+    report_path: Path | None = None
+    metrics_path: Path | None = None
+    trace_path: Path | None = None
+    hosts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all slots ok; 1 some slots (or manifest lines) failed."""
+        return 1 if (self.stats.failed or self.stats.bad_lines) else 0
+
+    def summary(self) -> dict[str, int]:
+        return {status.value: self.stats.slots[status.value] for status in SlotStatus}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    library: Path
+    cache_dir: Path | None = None
+    db: Path | None = None
+    concurrency: int = 32
+    per_host: int = 8
+    executor: str | Executor = "thread"
+    workers: int | None = None
+    originals: bool = False
+    refresh: bool = False
+    quality: int = 90
+    report: Path | None = None
+    metrics: Path | None = None
+    trace: Path | None = None
+    limits: FetchLimits | None = None
+    item_workers: int | None = None
+    batch_size: int = 64
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+    def fetch_limits(self) -> FetchLimits:
+        base = self.limits or FetchLimits()
+        return FetchLimits(**{**asdict(base), "concurrency": self.concurrency,
+                              "per_host": self.per_host})
+
+
+_FetchKey = tuple[str, str | None, str | None]
+ProgressCallback = Callable[[RunStats, ItemOutcome | None], None]
+
+
+class _StoreFacts:
+    """``plan.Facts`` over one item's store rows, the cache index and the disk.
+
+    A file only counts as present when its size still matches the record: a
+    file truncated or replaced behind artpipe's back is not trusted.
+    """
+
+    def __init__(self, rows: dict[tuple[str, int], ArtworkRow], cache: Cache) -> None:
+        self._rows = rows
+        self._cache = cache
+        self._by_path = {row.path: row for row in rows.values() if row.url}
+
+    def recorded(self, item: Item, art: ArtType, index: int) -> planner.Recorded | None:
+        row = self._rows.get((art.value, index))
+        if row is None or row.url is None:
+            return None
+        return planner.Recorded(row.url, row.sha256, row.etag, row.last_modified)
+
+    def recorded_indexes(self, item: Item, art: ArtType) -> Iterable[int]:
+        return [i for (a, i), row in self._rows.items() if a == art.value and row.url]
+
+    def cache_state(self, url: str) -> planner.CacheState:
+        if self._cache.contains(url):
+            return planner.CacheState.ORIGINAL
+        return planner.CacheState.NONE
+
+    def memory(self, url: str) -> bytes | None:
+        return None
+
+    def file_exists(self, path: Path) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        row = self._by_path.get(str(path))
+        if row is not None and row.bytes is not None and row.bytes != st.st_size:
+            return False
+        return os.path.isfile(path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """Bytes the download phase holds for one planned slot (or why it has none)."""
+
+    planned: planner.PlannedSlot
+    data: bytes | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+    error: str | None = None
+
+
+class ItemRunner:
+    """Plans, downloads and saves one item at a time; shared by all item workers.
+
+    Holds no store handle: it reads recorded rows through a callable and
+    returns outcomes, so the same runner serves the local driver and a shard
+    worker on another machine.
+    """
+
+    def __init__(
+        self,
+        *,
+        library: Path,
+        fetcher: Fetcher,
+        cache: Cache,
+        executor: Executor,
+        metrics: Metrics,
+        rows_for: Callable[[str], dict[tuple[str, int], ArtworkRow]],
+        originals: bool = False,
+        refresh: bool = False,
+        quality: int = 90,
+    ) -> None:
+        self.library = library
+        self.fetcher = fetcher
+        self.cache = cache
+        self.executor = executor
+        self.metrics = metrics
+        self.rows_for = rows_for
+        self.originals = originals
+        self.refresh = refresh
+        self.quality = quality
+        self._inflight: dict[_FetchKey, asyncio.Future[_Loaded]] = {}
+        self._fetched: set[_FetchKey] = set()
+        self._swept: set[str] = set()
+
+    async def process(self, item: Item) -> ItemOutcome:
+        with self.metrics.timer("item.save_all", track="items"):
+            facts = _StoreFacts(self.rows_for(item.id), self.cache)
+            item_plan = planner.plan_item(item, self.library, facts, refresh=self.refresh)
+            results = [
+                _result(item, e.slot, SlotStatus.FAILED, None, error=str(e.error))
+                for e in item_plan.errors
+            ]
+            with self.metrics.timer("item.download", track="items"):
+                loaded = await asyncio.gather(
+                    *(self._load(p, facts) for p in item_plan.slots)
+                )
+            token = SAVE_PHASE.set(True)
+            try:
+                with self.metrics.timer("item.save_to_disk", track="items"):
+                    results.extend(await self._save(item, loaded))
+            finally:
+                SAVE_PHASE.reset(token)
+        return ItemOutcome(item, tuple(results))
+
+    # -- download phase -------------------------------------------------
+    async def _load(self, planned: planner.PlannedSlot, facts: _StoreFacts) -> _Loaded:
+        source = planned.source
+        if isinstance(source, planner.Memory):
+            return _Loaded(planned, data=source.data)
+        if isinstance(source, planner.Cache):
+            data = await asyncio.to_thread(self.cache.read, source.url)
+            if data is not None:
+                entry = self.cache.get(source.url)
+                return _Loaded(planned, data=data, etag=entry.etag if entry else None,
+                               last_modified=entry.last_modified if entry else None)
+            # Evicted or corrupt since planning: ask the one resolver again with
+            # what is true now, rather than deciding "download it" here.
+            state = planner.SlotState(target=planned.target,
+                                      file_exists=facts.file_exists(planned.target))
+            source = planner.resolve(planned.slot, state)
+            planned = planner.PlannedSlot(planned.slot, planned.target, source)
+        if isinstance(source, planner.Web):
+            return await self._fetch(planned, source)
+        return _Loaded(planned)
+
+    async def _fetch(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
+        """Fetch an original once per run, however many items want it.
+
+        Concurrent wants share one in-flight download; later wants read the
+        bytes back from the cache (keeping them in memory would grow with the
+        manifest).
+        """
+        key = (normalize_url(web.url), web.etag, web.last_modified)
+        if key in self._fetched:
+            data = await asyncio.to_thread(self.cache.read, web.url)
+            if data is not None:
+                entry = self.cache.get(web.url)
+                return _Loaded(planned, data=data, etag=entry.etag if entry else None,
+                               last_modified=entry.last_modified if entry else None)
+        shared = self._inflight.get(key)
+        if shared is not None:
+            return replace(await asyncio.shield(shared), planned=planned)
+        future: asyncio.Future[_Loaded] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            loaded = await self._fetch_network(planned, web)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(loaded)
+        if loaded.data is not None:
+            self._fetched.add(key)
+        return loaded
+
+    async def _fetch_network(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
+        try:
+            result = await self.fetcher.fetch(web.url, etag=web.etag,
+                                              last_modified=web.last_modified)
+        except FetchError as exc:
+            return _Loaded(planned, error=str(exc))
+        if result.not_modified or result.data is None:
+            return _Loaded(planned, etag=result.etag, last_modified=result.last_modified,
+                           not_modified=True)
+        try:
+            await asyncio.to_thread(self.cache.put, web.url, result.data, etag=result.etag,
+                                    last_modified=result.last_modified)
+        except (OSError, ArtpipeError) as exc:  # a full cache disk must not fail the slot
+            self.metrics.count("cache.errors")
+            del exc
+        return _Loaded(planned, data=result.data, etag=result.etag,
+                       last_modified=result.last_modified)
+
+    # -- save phase (bytes only; SAVE_PHASE is set) ---------------------
+    async def _save(self, item: Item, loaded: list[_Loaded]) -> list[SlotResult]:
+        loop = asyncio.get_running_loop()
+        results: list[SlotResult] = []
+        jobs: list[tuple[_Loaded, asyncio.Future[SaveOutcome]]] = []
+        for entry in loaded:
+            planned = entry.planned
+            slot, target, source = planned.slot, str(planned.target), planned.source
+            if entry.error is not None:
+                results.append(_result(item, slot, SlotStatus.FAILED, target,
+                                       error=_slot_error(item, slot, entry.error)))
+            elif isinstance(source, planner.Remove):
+                removed = await asyncio.to_thread(remove_file, str(source.path))
+                self.metrics.count("images.removed", int(removed))
+                results.append(_result(item, slot, SlotStatus.REMOVED, target))
+            elif isinstance(source, planner.LocalFile) or entry.not_modified:
+                results.append(_result(item, slot, SlotStatus.UNCHANGED, target,
+                                       etag=entry.etag, last_modified=entry.last_modified))
+            elif isinstance(source, planner.Nothing) or entry.data is None:
+                results.append(_result(item, slot, SlotStatus.SKIPPED, target))
+            else:
+                self._sweep(os.path.dirname(target))
+                job = SaveJob(
+                    data=entry.data,
+                    target=target,
+                    format=slot.art.output_format,
+                    max_size=None if self.originals else slot.art.default_max_size,
+                    quality=self.quality,
+                )
+                jobs.append((entry, loop.run_in_executor(self.executor, save_one, job)))
+        for entry, future in jobs:
+            outcome = await future
+            slot, target = entry.planned.slot, str(entry.planned.target)
+            self.metrics.record("render", outcome.ms, start_ns=outcome.start_ns,
+                                track=outcome.worker)
+            if outcome.saved is None:
+                error = outcome.error or ArtpipeError("unknown save failure")
+                results.append(_result(item, slot, SlotStatus.FAILED, target,
+                                       error=_slot_error(item, slot, str(error))))
+                continue
+            saved = outcome.saved
+            self.metrics.count("images.passthrough", int(saved.passthrough))
+            results.append(_result(
+                item, slot, SlotStatus.SAVED, saved.path, width=saved.width,
+                height=saved.height, size=saved.bytes, sha256=saved.sha256,
+                etag=entry.etag, last_modified=entry.last_modified,
+                passthrough=saved.passthrough,
+            ))
+        return results
+
+    def _sweep(self, directory: str) -> None:
+        """Remove temp files a killed run left in a folder we are about to write."""
+        if directory not in self._swept:
+            self._swept.add(directory)
+            self.metrics.count("files.temp_swept", sweep_temp_files(directory))
+
+
+def _slot_error(item: Item, slot: Any, error: str) -> str:
+    what = slot.art.value if not slot.index else f"{slot.art.value} #{slot.index}"
+    return f"{item.label} {what}: {error}"
+
+
+def _result(
+    item: Item,
+    slot: Any,
+    status: SlotStatus,
+    path: str | None,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    size: int | None = None,
+    error: str | None = None,
+    sha256: str | None = None,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    passthrough: bool = False,
+) -> SlotResult:
+    return SlotResult(
+        item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
+        url=slot.url, status=status, path=path, width=width, height=height, bytes=size,
+        error=error, sha256=sha256, etag=etag, last_modified=last_modified,
+        passthrough=passthrough,
+    )
+
+
+# -- the driver -----------------------------------------------------------
+
+
+def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Executor, bool]:
+    """Build the save executor; returns (executor, owned) — owned ones are shut down."""
+    if isinstance(spec, Executor):
+        return spec, False
+    n = workers or os.cpu_count() or 2
+    if spec == "thread":
+        return ThreadPoolExecutor(max_workers=n, thread_name_prefix="save"), True
+    if spec == "process":
+        return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"),
+                                   max_tasks_per_child=1000), True
+    raise ValueError(
+        f"unknown executor {spec!r}: use 'thread', 'process' or 'dask://HOST:PORT'"
+    )
+
+
+def _iter_items(
+    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
+    on_error: Callable[[ManifestError], None],
+) -> Iterator[Item]:
+    if isinstance(items, str | os.PathLike):
+        yield from iter_manifest(items, on_error=on_error)
+        return
+    for n, obj in enumerate(items, start=1):
+        if isinstance(obj, Item):
+            yield obj
+            continue
+        try:
+            yield parse_item(obj, n)
+        except ManifestError as exc:
+            on_error(exc)
+
+
+def _store_outcome(store: Store, outcome: ItemOutcome) -> None:
+    item = outcome.item
+    store.upsert_item(ItemRow(item.id, item.type.value, item.title, item.path))
+    for r in outcome.results:
+        if r.status is SlotStatus.SAVED:
+            store.upsert_artwork(ArtworkRow(
+                item=r.item, art=r.art, index=r.index, url=r.url, path=r.path or "",
+                width=r.width, height=r.height, bytes=r.bytes, sha256=r.sha256,
+                etag=r.etag, last_modified=r.last_modified, status=r.status.value,
+            ))
+        elif r.status is SlotStatus.REMOVED:
+            store.delete_artwork(r.item, r.art, r.index)
+        elif r.status is SlotStatus.FAILED:
+            store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed")
+        elif r.status is SlotStatus.UNCHANGED and (r.etag or r.last_modified):
+            store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
+
+
+class _Sink:
+    """Driver-side consumer of outcomes: store batches, report rows, totals."""
+
+    def __init__(self, store: Store, report: IO[str] | None, stats: RunStats,
+                 metrics: Metrics, progress: ProgressCallback | None, batch_size: int) -> None:
+        self.store = store
+        self.report = report
+        self.stats = stats
+        self.metrics = metrics
+        self.progress = progress
+        self.batch_size = batch_size
+        self.pending: list[ItemOutcome] = []
+
+    def bad_line(self, error: ManifestError) -> None:
+        self.stats.bad_lines += 1
+        self.stats.errors[_error_kind(str(error))] += 1
+        self.metrics.count("manifest.bad_lines")
+        if self.report is not None:
+            row = {"item": None, "type": None, "art": None, "index": None, "url": None,
+                   "status": SlotStatus.FAILED.value, "path": None, "width": None,
+                   "height": None, "bytes": None, "error": str(error)}
+            self.report.write(json.dumps(row) + "\n")
+        if self.progress is not None:
+            self.progress(self.stats, None)
+
+    def add(self, outcome: ItemOutcome) -> None:
+        self.pending.append(outcome)
+        self.stats.items_done += 1
+        for r in outcome.results:
+            self.stats.slots[r.status.value] += 1
+            self.metrics.count(f"images.{r.status.value}")
+            if r.status is SlotStatus.SAVED:
+                self.stats.bytes_written += r.bytes or 0
+            if r.error:
+                self.stats.errors[_error_kind(r.error)] += 1
+            if self.report is not None:
+                self.report.write(json.dumps(r.report_row()) + "\n")
+        if self.progress is not None:
+            self.progress(self.stats, outcome)
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with self.metrics.timer("db.save_item", track="driver"), self.store.batch():
+            for outcome in self.pending:
+                _store_outcome(self.store, outcome)
+        self.pending.clear()
+        if self.report is not None:
+            self.report.flush()
+
+
+def _error_kind(message: str) -> str:
+    """Group errors for the summary: the text after the slot name, without URLs."""
+    tail = message.split(": ", 1)[-1]
+    words = [w for w in tail.split() if "://" not in w]
+    return " ".join(words[:8])
+
+
+async def run(
+    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
+    library: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> RunReport:
+    """Fill ``library`` with the art of ``items`` (a manifest path or Items/dicts).
+
+    Options are the fields of ``RunOptions`` (cache_dir, db, concurrency,
+    per_host, executor, workers, originals, refresh, quality, report, metrics,
+    trace, limits, item_workers, batch_size, cache_bytes).
+    """
+    opts = RunOptions(library=Path(library), **options)
+    if isinstance(opts.executor, str) and opts.executor.startswith("dask://"):
+        from artpipe import distributed
+
+        return await distributed.run(items, opts, progress=progress)
+    library_path = Path(os.path.realpath(opts.library))
+    if not library_path.is_dir():
+        raise ArtpipeError(
+            f"library folder {opts.library} does not exist; create it or pass the right --library"
+        )
+    db_path = opts.db or default_db_path(library_path)
+    cache_dir = opts.cache_dir or (library_path / ".artpipe" / "cache")
+    metrics = Metrics(trace=opts.trace is not None)
+    stats = RunStats()
+    executor, owned = make_executor(opts.executor, opts.workers)
+    item_workers = opts.item_workers or max(4, opts.concurrency // 4)
+    report_file = open(opts.report, "w", encoding="utf-8") if opts.report else None
+    store = Store(db_path)
+    cache = Cache(cache_dir, max_bytes=opts.cache_bytes)
+    hosts: dict[str, Any] = {}
+    sink = _Sink(store, report_file, stats, metrics, progress, opts.batch_size)
+    try:
+        async with Fetcher(opts.fetch_limits(), metrics=metrics) as fetcher:
+            runner = ItemRunner(
+                library=library_path, fetcher=fetcher, cache=cache, executor=executor,
+                metrics=metrics, rows_for=store.artwork_for, originals=opts.originals,
+                refresh=opts.refresh, quality=opts.quality,
+            )
+            try:
+                async for outcome in _pipelined(
+                    _iter_items(items, sink.bad_line), runner, item_workers
+                ):
+                    sink.add(outcome)
+            finally:
+                sink.flush()
+                hosts = {name: asdict(s) for name, s in fetcher.host_stats().items()}
+    finally:
+        if report_file is not None:
+            report_file.close()
+        store.close()
+        cache.close()
+        if owned:
+            executor.shutdown(wait=True, cancel_futures=True)
+    run_report = RunReport(stats=stats, metrics=metrics, library=library_path, db=db_path,
+                           report_path=opts.report, metrics_path=opts.metrics,
+                           trace_path=opts.trace, hosts=hosts)
+    if opts.metrics:
+        metrics.write_json(opts.metrics)
+    if opts.trace:
+        metrics.write_trace(opts.trace)
+    return run_report
+
+
+async def _pipelined(
+    items: Iterator[Item], runner: ItemRunner, workers: int
+) -> AsyncIterator[ItemOutcome]:
+    """Run ``workers`` item tasks over a bounded queue; yield outcomes as they finish."""
+    todo: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=workers * 2)
+    done: asyncio.Queue[ItemOutcome | None] = asyncio.Queue(maxsize=workers * 2)
+
+    async def produce() -> None:
+        for item in items:
+            await todo.put(item)
+        for _ in range(workers):
+            await todo.put(None)
+
+    async def work() -> None:
+        while (item := await todo.get()) is not None:
+            await done.put(await runner.process(item))
+        await done.put(None)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(produce())
+        for _ in range(workers):
+            tg.create_task(work())
+        finished = 0
+        while finished < workers:
+            outcome = await done.get()
+            if outcome is None:
+                finished += 1
+            else:
+                yield outcome

@@ -1,0 +1,86 @@
+"""The save step: bytes in, a file in the library out — nothing else.
+
+This module deliberately imports no HTTP client: the save phase receives bytes
+that the download phase already holds, so it *cannot* fetch (the seed's bug was
+a save phase that silently re-downloaded). ``save_one`` is a module-level
+function taking and returning plain picklable values, so the same job runs on a
+thread pool, a spawn process pool or a Dask worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from artpipe.errors import ArtpipeError, SaveError
+from artpipe.image import write_image
+from artpipe.models import SavedImage
+
+TEMP_SUFFIX = ".artpipe-tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveJob:
+    data: bytes
+    target: str
+    format: str
+    max_size: tuple[int, int] | None = None
+    quality: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOutcome:
+    """What one save did; ``error`` set means the old file (if any) is untouched."""
+
+    saved: SavedImage | None
+    error: ArtpipeError | None
+    start_ns: int
+    ms: float
+    worker: str
+
+
+def save_one(job: SaveJob) -> SaveOutcome:
+    """Render and atomically write one image (runs in an executor worker)."""
+    start = time.perf_counter_ns()
+    worker = f"{os.getpid()}:{threading.current_thread().name}"
+    saved: SavedImage | None = None
+    error: ArtpipeError | None = None
+    try:
+        os.makedirs(os.path.dirname(job.target), exist_ok=True)
+        saved = write_image(job.data, job.target, max_size=job.max_size, format=job.format,
+                            quality=job.quality)
+    except ArtpipeError as exc:
+        error = exc
+    except OSError as exc:  # makedirs: a file where a folder should be, read-only, ENOSPC
+        error = SaveError(exc.errno or 0, f"cannot create the folder for {job.target}: "
+                          f"{exc.strerror or exc}", job.target)
+    ms = (time.perf_counter_ns() - start) / 1e6
+    return SaveOutcome(saved, error, start, ms, worker)
+
+
+def remove_file(path: str) -> bool:
+    """Delete a library file the manifest no longer wants; True if one was removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def sweep_temp_files(directory: str) -> int:
+    """Remove temp files an interrupted write left behind (only ours, by suffix)."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+            except OSError:
+                pass  # another run's writer may own it; it renames or removes it itself
+    return removed

@@ -1,0 +1,219 @@
+"""The SQLite store: what artpipe has written, so a rerun knows what it has.
+
+The only module that imports sqlite3 for the library's records (the download
+cache keeps its own small index). One writer — the driver process — in WAL
+mode, one transaction per batch of items: a crash loses at most the last
+batch of *records*, and the files those records describe were written
+atomically before the record, so a lost record only costs a re-download,
+never a wrong file.
+
+A row describes the file that is on disk (``url`` is where that file came
+from). A failed slot updates ``status``/``error`` but keeps the old file's
+``url`` and ``sha256``: the old file is still there, untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from artpipe.errors import ArtpipeError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id          TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    title       TEXT,
+    path        TEXT NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artwork (
+    item          TEXT NOT NULL,
+    art           TEXT NOT NULL,
+    "index"       INTEGER NOT NULL,
+    url           TEXT,
+    path          TEXT NOT NULL,
+    width         INTEGER,
+    height        INTEGER,
+    bytes         INTEGER,
+    sha256        TEXT,
+    etag          TEXT,
+    last_modified TEXT,
+    status        TEXT NOT NULL,
+    error         TEXT,
+    updated_at    REAL NOT NULL,
+    PRIMARY KEY (item, art, "index")
+);
+"""
+
+_COLUMNS = (
+    "item", "art", "index", "url", "path", "width", "height", "bytes", "sha256",
+    "etag", "last_modified", "status", "error", "updated_at",
+)
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+
+
+class StoreError(ArtpipeError):
+    """The database cannot be opened or written (locked, corrupt, unwritable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArtworkRow:
+    """One artwork slot as recorded: the file on disk and where it came from."""
+
+    item: str
+    art: str
+    index: int
+    url: str | None
+    path: str
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    status: str = "saved"
+    error: str | None = None
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    id: str
+    type: str
+    title: str | None
+    path: str
+
+
+class Store:
+    """Items and artwork rows; open once per run, in the driver."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the artpipe database {self.path}: {exc}; "
+                "check the folder is writable, or pass --db to put it elsewhere"
+            ) from exc
+        self._in_tx = False
+
+    # -- lifecycle ------------------------------------------------------
+    def close(self) -> None:
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for a batch of items: all of it lands or none."""
+        if self._in_tx:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"the artpipe database {self.path} is locked by another process ({exc}); "
+                "wait for the other artpipe run to finish"
+            ) from exc
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    # -- writes (driver only) -------------------------------------------
+    def upsert_item(self, row: ItemRow) -> None:
+        self._db.execute(
+            "INSERT INTO items (id, type, title, path, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET type=excluded.type, title=excluded.title, "
+            "path=excluded.path, updated_at=excluded.updated_at",
+            (row.id, row.type, row.title, row.path, time.time()),
+        )
+
+    def upsert_artwork(self, row: ArtworkRow) -> None:
+        values = [getattr(row, c) for c in _COLUMNS]
+        values[-1] = time.time()
+        marks = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f'"{c}"=excluded."{c}"' for c in _COLUMNS[3:])
+        self._db.execute(
+            f"INSERT INTO artwork ({_COLUMN_LIST}) VALUES ({marks}) "
+            f'ON CONFLICT(item, art, "index") DO UPDATE SET {updates}',
+            values,
+        )
+
+    def mark_failed(self, item: str, art: str, index: int, path: str, error: str) -> None:
+        """Record a failure without forgetting the (untouched) file already there."""
+        now = time.time()
+        self._db.execute(
+            'INSERT INTO artwork (item, art, "index", url, path, status, error, updated_at) '
+            "VALUES (?, ?, ?, NULL, ?, 'failed', ?, ?) "
+            'ON CONFLICT(item, art, "index") DO UPDATE SET status=\'failed\', '
+            "error=excluded.error, updated_at=excluded.updated_at",
+            (item, art, index, path, error, now),
+        )
+
+    def update_validators(
+        self, item: str, art: str, index: int, etag: str | None, last_modified: str | None
+    ) -> None:
+        """A 304 may carry fresher validators for the file we kept."""
+        self._db.execute(
+            'UPDATE artwork SET etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), '
+            'updated_at=? WHERE item=? AND art=? AND "index"=?',
+            (etag, last_modified, time.time(), item, art, index),
+        )
+
+    def delete_artwork(self, item: str, art: str, index: int) -> None:
+        self._db.execute(
+            'DELETE FROM artwork WHERE item=? AND art=? AND "index"=?', (item, art, index)
+        )
+
+    # -- reads ----------------------------------------------------------
+    def artwork_for(self, item: str) -> dict[tuple[str, int], ArtworkRow]:
+        """All rows of one item, keyed by (art, index): one query per item."""
+        cur = self._db.execute(
+            f"SELECT {_COLUMN_LIST} "
+            "FROM artwork WHERE item=?",
+            (item,),
+        )
+        return {(r[1], r[2]): ArtworkRow(*r) for r in cur.fetchall()}
+
+    def all_artwork(self) -> list[ArtworkRow]:
+        cur = self._db.execute(
+            f'SELECT {_COLUMN_LIST} FROM artwork ORDER BY item, art, "index"'
+        )
+        return [ArtworkRow(*r) for r in cur.fetchall()]
+
+    def items(self) -> list[ItemRow]:
+        cur = self._db.execute("SELECT id, type, title, path FROM items ORDER BY id")
+        return [ItemRow(*r) for r in cur.fetchall()]
+
+
+def default_db_path(library: str | os.PathLike[str]) -> Path:
+    return Path(library) / ".artpipe" / "artpipe.db"
