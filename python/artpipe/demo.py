@@ -74,7 +74,7 @@ async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[str]:
 
 
 def demo_manifest(base: str) -> list[dict[str, Any]]:
-    """Every content type, shared URLs, a removal-free first run, one dead URL."""
+    """Every content type, with URLs shared between items (each is fetched once)."""
 
     def u(name: str) -> str:
         return f"{base}/{name}"
@@ -92,8 +92,6 @@ def demo_manifest(base: str) -> list[dict[str, Any]]:
             "discart": u("discart1.png"),
             "extrafanart": [u(f"fanart{(k + j) % 4 + 1}.jpg") for j in range(3)],
         }
-        if n == len(MOVIES) - 1:
-            art["keyart"] = u("missing-keyart.jpg")  # a dead link: reported, not fatal
         folder = f"Movies/{title} ({year})"
         items.append({"id": imdb, "type": "movie", "title": title, "year": year,
                       "path": f"{folder}/{title} ({year}).mkv", "art": art})

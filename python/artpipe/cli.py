@@ -1,0 +1,303 @@
+"""The `artpipe` command: run, demo, probe.
+
+Parses options, calls ``asyncio.run(pipeline.run(...))`` and renders: a live
+rich progress display on a terminal, plain lines otherwise, and a summary
+table at the end. A user mistake (missing manifest, unwritable library, bad
+option) is one line on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from artpipe.errors import ArtpipeError, ManifestError
+from artpipe.models import SlotStatus
+
+EXIT_OK, EXIT_FAILED_SLOTS, EXIT_USAGE = 0, 1, 2
+
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, exit 2: for mistakes the user can fix."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _count_lines(path: Path) -> int | None:
+    """Manifest size for the ETA; a fast byte scan, never parsed."""
+    try:
+        with path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
+class _Display:
+    """Progress for a run: rich on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, console: Console, total: int | None, quiet: bool) -> None:
+        self.console = console
+        self.total = total
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self._last_plain = 0.0
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self.hosts: Callable[[], dict[str, Any]] | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[_Display]:
+        if not self.live:
+            yield self
+            return
+        self._progress = Progress(
+            TextColumn("[bold]items"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("items", total=self.total, detail="")
+        with self._progress:
+            yield self
+
+    def update(self, stats: Any, _outcome: Any) -> None:
+        if self.quiet:
+            return
+        slots = stats.slots
+        rate = stats.bytes_written / max(1e-3, time.monotonic() - stats.started) / 1e6
+        detail = (
+            f"saved {slots['saved']} · unchanged {slots['unchanged']} · "
+            f"removed {slots['removed']} · failed {slots['failed'] + stats.bad_lines} · "
+            f"{stats.bytes_written / 1e6:.1f} MB ({rate:.1f} MB/s)"
+        )
+        if self._progress is not None:
+            self._progress.update(self._task, completed=stats.items_done, detail=detail)
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= 2.0:
+            self._last_plain = now
+            of = f"/{self.total}" if self.total else ""
+            self.console.print(f"items {stats.items_done}{of} · {detail}", highlight=False)
+
+
+def _summary(console: Console, report: Any) -> None:
+    stats = report.stats
+    table = Table(title="artpipe run", show_header=True, header_style="bold")
+    table.add_column("status")
+    table.add_column("slots", justify="right")
+    for status in SlotStatus:
+        table.add_row(status.value, str(stats.slots[status.value]))
+    if stats.bad_lines:
+        table.add_row("bad manifest lines", str(stats.bad_lines))
+    console.print(table)
+    counters = report.metrics.counters()
+    timers = report.metrics.timers()
+    per_item = timers.get("item.save_all", {})
+    elapsed = time.monotonic() - stats.started
+    console.print(
+        f"{stats.items_done} items in {elapsed:.1f} s · "
+        f"{counters.get('http.requests', 0)} requests "
+        f"({counters.get('http.requests_in_save', 0)} during save) · "
+        f"{stats.bytes_written / 1e6:.1f} MB written · "
+        f"avg {per_item.get('avg_ms', 0):.0f} ms/item",
+        highlight=False,
+    )
+    if report.hosts:
+        hosts = Table(title="hosts", header_style="bold")
+        for col in ("host", "requests", "MB", "retries", "throttled"):
+            hosts.add_column(col, justify="right" if col != "host" else "left")
+        for name, h in sorted(report.hosts.items()):
+            hosts.add_row(name, str(h.get("requests", 0)), f"{h.get('bytes', 0) / 1e6:.1f}",
+                          str(h.get("retries", 0)), str(h.get("throttled", 0)))
+        console.print(hosts)
+    if stats.errors:
+        console.print("[bold]most common errors[/]")
+        for message, n in stats.errors.most_common(5):
+            console.print(f"  {n} × {message}", highlight=False)
+
+
+def _run_engine(manifest: Any, library: Path, quiet: bool, total: int | None,
+                **options: Any) -> Any:
+    from artpipe import pipeline
+
+    console = Console()
+    display = _Display(console, total, quiet)
+    try:
+        with display.running():
+            report = asyncio.run(
+                pipeline.run(manifest, library, progress=display.update, **options)
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: files already written are complete; run the same command again "
+            "to finish the rest"
+        )
+        sys.exit(130)
+    except ManifestError as exc:
+        _fail(str(exc))
+    except ArtpipeError as exc:
+        _fail(str(exc))
+    if not quiet:
+        _summary(console, report)
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="artpipe")
+def main() -> None:
+    """artpipe: fill a media library (Kodi layout) with artwork.
+
+    Reads a JSONL manifest of movies, sets, shows, seasons and episodes with
+    artwork URLs, downloads only what is missing or changed, and writes each
+    image resized and atomically under its Kodi file name.
+    """
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--library", "-l", required=True, type=click.Path(path_type=Path),
+              help="Library root; manifest paths are relative to it.")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Cache of downloaded originals [default: LIBRARY/.artpipe/cache].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: LIBRARY/.artpipe/artpipe.db].")
+@click.option("--concurrency", default=32, show_default=True,
+              type=click.IntRange(1, 1024), help="Downloads in flight, all hosts together.")
+@click.option("--per-host", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Downloads in flight to one host.")
+@click.option("--executor", default="thread", show_default=True,
+              help="Where images render: thread, process, or dask://HOST:PORT.")
+@click.option("--workers", type=click.IntRange(1, 512),
+              help="Render workers [default: one per CPU core].")
+@click.option("--originals", is_flag=True, help="Keep original sizes (no downscaling).")
+@click.option("--refresh", is_flag=True,
+              help="Revalidate saved art with conditional GETs (ETag/Last-Modified).")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write one JSON line per art slot here.")
+@click.option("--metrics", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write timers and counters (JSON) here.")
+@click.option("--trace", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a Chrome trace (open in Perfetto) here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary; exit code only.")
+def run(manifest: Path, library: Path, quiet: bool, **options: Any) -> None:
+    """Download and save the artwork listed in MANIFEST into the library.
+
+    Exit code 0: every slot saved or unchanged; 1: some slots failed (the
+    rest were saved, old files kept); 2: usage error or unreadable manifest.
+    """
+    if not manifest.is_file():
+        _fail(f"manifest {manifest} does not exist or is not a file; pass a JSONL manifest")
+    if not library.is_dir():
+        _fail(f"library folder {library} does not exist; create it first or fix --library")
+    if not os.access(library, os.W_OK):
+        _fail(f"library folder {library} is not writable; fix its permissions or pick another")
+    executor = options["executor"]
+    if executor not in ("thread", "process") and not executor.startswith("dask://"):
+        _fail(f"--executor {executor!r} is not one of: thread, process, dask://HOST:PORT")
+    for key in ("report", "metrics", "trace"):
+        target = options[key]
+        if target is not None and not target.parent.is_dir():
+            _fail(f"--{key} {target}: folder {target.parent} does not exist")
+    total = None if quiet else _count_lines(manifest)
+    options = {k: v for k, v in options.items() if v is not None}
+    report = _run_engine(manifest, library, quiet, total, **options)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False),
+                default="demo-library")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+def demo(directory: Path, quiet: bool) -> None:
+    """Run the whole engine offline on bundled sample art into DIRECTORY.
+
+    Starts a server on 127.0.0.1 with sample posters, fanart, logos and
+    thumbs, writes a manifest covering movies, a movie set, a show with
+    seasons and episodes, and runs `artpipe run` on it. Run it twice: the
+    second run makes no requests and rewrites nothing.
+    """
+    from artpipe import demo as demo_mod
+    from artpipe import pipeline
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = directory / ".artpipe"
+    state.mkdir(exist_ok=True)
+    manifest = state / "demo-manifest.jsonl"
+    outputs = {"report": state / "report.jsonl", "metrics": state / "metrics.json",
+               "trace": state / "trace.json"}
+    console = Console()
+    display = _Display(console, None, quiet)
+
+    async def go() -> Any:
+        async with demo_mod.serve_demo_art() as base:
+            items = demo_mod.demo_manifest(base)
+            demo_mod.write_manifest(items, manifest)
+            display.total = len(items)
+            return await pipeline.run(manifest, directory, progress=display.update, **outputs)
+
+    try:
+        with display.running():
+            report = asyncio.run(go())
+    except ArtpipeError as exc:
+        _fail(str(exc))
+    if not quiet:
+        _summary(console, report)
+        console.print(f"library:  {directory}")
+        console.print(f"manifest: {manifest}")
+        for name, path in outputs.items():
+            console.print(f"{name + ':':9} {path}")
+        console.print("Open the trace in https://ui.perfetto.dev (load the file; it stays local).")
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False))
+def probe(files: tuple[Path, ...]) -> None:
+    """Print format and size of image FILES (header only; nothing is decoded)."""
+    from artpipe.image import probe as probe_image
+
+    status = EXIT_OK
+    for path in files:
+        try:
+            info = probe_image(path.read_bytes())
+        except OSError as exc:
+            err_console.print(f"{path}: cannot read: {exc.strerror or exc}", highlight=False)
+            status = EXIT_FAILED_SLOTS
+            continue
+        except ArtpipeError as exc:
+            err_console.print(f"{path}: {exc}", highlight=False)
+            status = EXIT_FAILED_SLOTS
+            continue
+        orient = f" orientation {info.orientation}" if info.orientation != 1 else ""
+        click.echo(f"{path}: {info.format} {info.width}x{info.height}{orient}")
+    sys.exit(status)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
