@@ -1,0 +1,304 @@
+"""naming.py: the Kodi file for every content/art type, and invariant 8 (no escape).
+
+Invariant 7's planning side lives here too: the extension, output format and
+default size box of every art type (the box the pipeline hands to render).
+
+Teeth: replacing ``os.path.realpath`` with ``os.path.abspath`` in
+``naming._checked`` fails ``test_symlink_escapes_are_refused`` and the hostile
+path property; dropping the ``..`` check in ``path_problem`` fails
+``test_lexical_escapes_are_refused``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from artpipe.errors import ManifestError, UnsafePathError
+from artpipe.models import ArtType, ContentType, Item
+from artpipe.naming import ALLOWED_ART, item_dir, list_indexes_on_disk, target_path
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+LIB = Path("/srv/media")
+
+
+def item(ctype: ContentType, path: str, season: int | None = None) -> Item:
+    return Item(id="x", type=ctype, path=path, season=season)
+
+
+MOVIE = item(ContentType.MOVIE, "Movies/Alien (1979)/Alien (1979).mkv")
+SHOW = item(ContentType.TVSHOW, "TV/Firefly")
+MOVIESET = item(ContentType.MOVIESET, "Sets/Alien Collection")
+EPISODE = item(ContentType.EPISODE, "TV/Firefly/Season 1/Firefly S01E01.mkv")
+
+
+@pytest.mark.parametrize(
+    ("it", "art", "index", "expected"),
+    [
+        (MOVIE, ArtType.POSTER, 0, "Movies/Alien (1979)/Alien (1979)-poster.jpg"),
+        (MOVIE, ArtType.FANART, 0, "Movies/Alien (1979)/Alien (1979)-fanart.jpg"),
+        (MOVIE, ArtType.CLEARLOGO, 0, "Movies/Alien (1979)/Alien (1979)-clearlogo.png"),
+        (MOVIE, ArtType.DISCART, 0, "Movies/Alien (1979)/Alien (1979)-discart.png"),
+        (MOVIE, ArtType.THUMB, 0, "Movies/Alien (1979)/Alien (1979)-thumb.jpg"),
+        (MOVIE, ArtType.EXTRAFANART, 1, "Movies/Alien (1979)/Alien (1979)-fanart1.jpg"),
+        (MOVIE, ArtType.EXTRAFANART, 12, "Movies/Alien (1979)/Alien (1979)-fanart12.jpg"),
+        (MOVIE, ArtType.EXTRATHUMB, 3, "Movies/Alien (1979)/Alien (1979)-thumb3.jpg"),
+        (SHOW, ArtType.POSTER, 0, "TV/Firefly/poster.jpg"),
+        (SHOW, ArtType.CHARACTERART, 0, "TV/Firefly/characterart.png"),
+        (SHOW, ArtType.EXTRAFANART, 2, "TV/Firefly/fanart2.jpg"),
+        (SHOW, ArtType.EXTRATHUMB, 1, "TV/Firefly/thumb1.jpg"),
+        (MOVIESET, ArtType.BANNER, 0, "Sets/Alien Collection/banner.jpg"),
+        (MOVIESET, ArtType.EXTRAFANART, 1, "Sets/Alien Collection/fanart1.jpg"),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 1),
+            ArtType.POSTER,
+            0,
+            "TV/Firefly/season01-poster.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 9),
+            ArtType.BANNER,
+            0,
+            "TV/Firefly/season09-banner.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 10),
+            ArtType.FANART,
+            0,
+            "TV/Firefly/season10-fanart.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Show", 123),
+            ArtType.POSTER,
+            0,
+            "TV/Show/season123-poster.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 0),
+            ArtType.POSTER,
+            0,
+            "TV/Firefly/season-specials-poster.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Firefly", -1),
+            ArtType.CLEARART,
+            0,
+            "TV/Firefly/season-all-clearart.png",
+        ),
+        (EPISODE, ArtType.THUMB, 0, "TV/Firefly/Season 1/Firefly S01E01-thumb.jpg"),
+        (item(ContentType.MOVIE, "Alien.mkv"), ArtType.POSTER, 0, "Alien-poster.jpg"),
+        (item(ContentType.TVSHOW, "."), ArtType.POSTER, 0, "poster.jpg"),
+    ],
+)
+def test_kodi_file_names(it: Item, art: ArtType, index: int, expected: str) -> None:
+    assert target_path(LIB, it, art, index) == LIB / expected
+
+
+def test_item_dir_is_the_video_folder_or_the_item_folder() -> None:
+    assert item_dir(LIB, MOVIE) == LIB / "Movies/Alien (1979)"
+    assert item_dir(LIB, EPISODE) == LIB / "TV/Firefly/Season 1"
+    assert item_dir(LIB, SHOW) == LIB / "TV/Firefly"
+    assert item_dir(LIB, item(ContentType.MOVIE, "Alien.mkv")) == LIB
+
+
+def test_relative_library_gives_absolute_paths() -> None:
+    assert target_path(Path("lib"), SHOW, ArtType.POSTER).is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("it", "art"),
+    [
+        (EPISODE, ArtType.POSTER),
+        (EPISODE, ArtType.EXTRAFANART),
+        (item(ContentType.SEASON, "TV/S", 1), ArtType.EXTRAFANART),
+        (item(ContentType.SEASON, "TV/S", 1), ArtType.EXTRATHUMB),
+    ],
+)
+def test_art_a_content_type_cannot_have_is_a_manifest_error(it: Item, art: ArtType) -> None:
+    assert art not in ALLOWED_ART[it.type]
+    with pytest.raises(ManifestError, match="cannot have"):
+        target_path(LIB, it, art, 1 if art.is_list else 0)
+
+
+def test_season_without_number_is_a_manifest_error() -> None:
+    with pytest.raises(ManifestError, match="season"):
+        target_path(LIB, item(ContentType.SEASON, "TV/S"), ArtType.POSTER)
+
+
+def test_index_must_match_the_art_kind() -> None:
+    with pytest.raises(ValueError, match="numbered from 1"):
+        target_path(LIB, MOVIE, ArtType.EXTRAFANART, 0)
+    with pytest.raises(ValueError, match="single art"):
+        target_path(LIB, MOVIE, ArtType.POSTER, 1)
+
+
+# --- invariant 7, planning side: format, extension, size box ----------------------------
+
+DESIGN_BOXES = {
+    ArtType.POSTER: (1000, 1500),
+    ArtType.FANART: (1920, 1080),
+    ArtType.LANDSCAPE: (1920, 1080),
+    ArtType.KEYART: (1920, 1080),
+    ArtType.THUMB: (1920, 1080),
+    ArtType.BANNER: (1000, 185),
+    ArtType.CLEARLOGO: (800, 310),
+    ArtType.CLEARART: (1000, 562),
+    ArtType.DISCART: (1000, 1000),
+    ArtType.CHARACTERART: (512, 512),
+}
+ALPHA = {ArtType.CLEARART, ArtType.CLEARLOGO, ArtType.DISCART, ArtType.CHARACTERART}
+
+
+@pytest.mark.parametrize("art", list(ArtType))
+def test_every_art_type_has_design_md_format_extension_and_box(art: ArtType) -> None:
+    if art in ALPHA:
+        assert (art.output_format, art.extension) == ("png", ".png")
+    else:
+        assert (art.output_format, art.extension) == ("jpeg", ".jpg")
+    # extra* are photo art saved like fanart: DESIGN.md gives them fanart's box
+    expected = DESIGN_BOXES.get(art, DESIGN_BOXES[ArtType.FANART])
+    assert art.default_max_size == expected
+    width, height = art.default_max_size
+    assert width > 0 and height > 0
+
+
+@pytest.mark.parametrize("ctype", list(ContentType))
+def test_target_extension_is_the_art_types_extension(ctype: ContentType) -> None:
+    it = item(ctype, "A/b.mkv" if ctype in (ContentType.MOVIE, ContentType.EPISODE) else "A", 2)
+    for art in ALLOWED_ART[ctype]:
+        target = target_path(LIB, it, art, 1 if art.is_list else 0)
+        assert target.suffix == art.extension
+
+
+# --- list indexes on disk ------------------------------------------------------------
+
+
+def test_list_indexes_on_disk_finds_canonical_numbered_files(tmp_path: Path) -> None:
+    folder = tmp_path / "Movies/Alien (1979)"
+    folder.mkdir(parents=True)
+    for name in [
+        "Alien (1979)-fanart1.jpg",
+        "Alien (1979)-fanart3.jpg",
+        "Alien (1979)-fanart12.jpg",
+        "Alien (1979)-fanart03.jpg",  # not a name artpipe writes
+        "Alien (1979)-fanart.jpg",  # the single fanart
+        "Alien (1979)-fanart2.png",
+        "Other-fanart2.jpg",
+        "Alien (1979)-thumb2.jpg",
+    ]:
+        (folder / name).write_bytes(b"x")
+    assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRAFANART) == [1, 3, 12]
+    assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRATHUMB) == [2]
+    assert list_indexes_on_disk(tmp_path, SHOW, ArtType.EXTRAFANART) == []  # no folder
+
+
+def test_list_indexes_on_disk_for_a_show_folder(tmp_path: Path) -> None:
+    (tmp_path / "TV/Firefly").mkdir(parents=True)
+    for name in ["fanart2.jpg", "thumb1.jpg", "poster.jpg", "season01-fanart.jpg"]:
+        (tmp_path / "TV/Firefly" / name).write_bytes(b"x")
+    assert list_indexes_on_disk(tmp_path, SHOW, ArtType.EXTRAFANART) == [2]
+    assert list_indexes_on_disk(tmp_path, SHOW, ArtType.EXTRATHUMB) == [1]
+    with pytest.raises(ValueError):
+        list_indexes_on_disk(tmp_path, SHOW, ArtType.POSTER)
+
+
+# --- invariant 8: nothing resolves outside the library root -----------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd.mkv",
+        "//server/share/a.mkv",
+        "\\\\server\\share\\a.mkv",
+        "C:/Movies/a.mkv",
+        "../a.mkv",
+        "Movies/../../a.mkv",
+        "Movies/..",
+        "Movies\\..\\..\\a.mkv",
+        "Movies/a\x00.mkv",
+    ],
+)
+def test_lexical_escapes_are_refused(path: str) -> None:
+    for ctype in ContentType:
+        with pytest.raises(UnsafePathError) as info:
+            target_path(LIB, item(ctype, path, 1), ArtType.THUMB)
+        assert info.value.path == path
+        with pytest.raises(UnsafePathError):
+            item_dir(LIB, item(ctype, path, 1))
+
+
+@pytest.fixture
+def hostile_library(tmp_path: Path) -> Path:
+    """A library with symlinks pointing out of it (and some harmless ones)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    lib = tmp_path / "lib"
+    (lib / "Movies/Alien").mkdir(parents=True)
+    (lib / "escape").symlink_to(outside)
+    (lib / "Movies/up").symlink_to("../..")
+    (lib / "Movies/abs").symlink_to("/")
+    (lib / "Movies/inside").symlink_to("Alien")
+    (lib / "Movies/Alien/Alien-poster.jpg").symlink_to(outside / "stolen.jpg")
+    (lib / "loop").symlink_to("loop")
+    return lib
+
+
+def test_symlink_escapes_are_refused(hostile_library: Path) -> None:
+    lib = hostile_library
+    with pytest.raises(UnsafePathError) as info:
+        target_path(lib, item(ContentType.TVSHOW, "escape/Show"), ArtType.POSTER)
+    assert str(lib) in str(info.value) and "outside the library" in str(info.value)
+    with pytest.raises(UnsafePathError):
+        target_path(lib, item(ContentType.MOVIE, "Movies/up/x.mkv"), ArtType.POSTER)
+    with pytest.raises(UnsafePathError):
+        target_path(lib, item(ContentType.MOVIE, "Movies/abs/tmp/x.mkv"), ArtType.POSTER)
+    # the target file itself is a symlink out of the library
+    with pytest.raises(UnsafePathError):
+        target_path(lib, item(ContentType.MOVIE, "Movies/Alien/Alien.mkv"), ArtType.POSTER)
+    # a symlink that stays inside is fine
+    ok = target_path(lib, item(ContentType.MOVIE, "Movies/inside/Alien.mkv"), ArtType.FANART)
+    assert ok == lib / "Movies/inside/Alien-fanart.jpg"
+
+
+def test_symlinked_library_root_is_resolved_first(hostile_library: Path, tmp_path: Path) -> None:
+    alias = tmp_path / "alias"
+    alias.symlink_to(hostile_library)
+    got = target_path(alias, item(ContentType.TVSHOW, "TV/Show"), ArtType.POSTER)
+    assert got == alias / "TV/Show/poster.jpg"
+    with pytest.raises(UnsafePathError):
+        target_path(alias, item(ContentType.TVSHOW, "escape"), ArtType.POSTER)
+
+
+SEGMENTS = st.sampled_from(
+    ["Movies", "Alien", "escape", "up", "abs", "inside", "loop", "..", ".", "", "a\x00b", "x.mkv"]
+)
+hostile_paths = st.one_of(
+    st.lists(SEGMENTS, min_size=1, max_size=6).map("/".join),
+    st.lists(SEGMENTS, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts)),
+    st.text(max_size=20),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=hostile_paths, ctype=st.sampled_from(list(ContentType)), art=st.sampled_from(list(ArtType))
+)
+def test_no_target_escapes_the_library_root(
+    hostile_library: Path, path: str, ctype: ContentType, art: ArtType
+) -> None:
+    it = item(ctype, path, 1)
+    root = os.path.realpath(hostile_library)
+    try:
+        target = target_path(hostile_library, it, art, 1 if art.is_list else 0)
+    except UnsafePathError:
+        return
+    except ManifestError:
+        assert art not in ALLOWED_ART[ctype]
+        return
+    real = os.path.realpath(target)
+    assert real.startswith(root + os.sep), (path, target, real)
+    assert "\x00" not in str(target)
+    assert os.path.isabs(target)
