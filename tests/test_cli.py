@@ -1,0 +1,131 @@
+"""The `artpipe` command as a user meets it: exit codes, one-line errors, demo.
+
+Runs the real entry point in a subprocess where the exit code and stderr
+matter (a traceback would show there), and click's runner elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from artpipe.cli import main
+from click.testing import CliRunner
+
+ARTPIPE = [sys.executable, "-m", "artpipe"]
+
+
+def artpipe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ARTPIPE, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120, check=False)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    text = " ".join(lines)
+    for needle in needles:
+        assert needle in text, proc.stderr
+
+
+def test_missing_manifest_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = artpipe("run", str(tmp_path / "nope.jsonl"), "--library", str(tmp_path))
+    assert_one_line_error(proc, "nope.jsonl", "does not exist")
+
+
+def test_missing_library_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path / "lib"))
+    assert_one_line_error(proc, "library folder", "does not exist")
+
+
+def test_bad_executor_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--executor", "gpu")
+    assert_one_line_error(proc, "--executor", "gpu")
+
+
+def test_bad_option_value_exits_2(tmp_path: Path) -> None:
+    proc = artpipe("run", "m.jsonl", "--library", str(tmp_path), "--concurrency", "zero")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--db",
+                   str(blocker / "sub" / "a.db"))
+    assert_one_line_error(proc, "database")
+
+
+def test_empty_manifest_exits_0(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n")
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_help_explains_itself() -> None:
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    for option in ("--library", "--concurrency", "--per-host", "--executor", "--originals",
+                   "--refresh", "--report", "--metrics", "--trace", "--quiet", "Exit code"):
+        assert option in result.output
+
+
+def test_probe_prints_format_and_size(tmp_path: Path) -> None:
+    from tests.support.server import make_image
+
+    img = tmp_path / "a.jpg"
+    img.write_bytes(make_image(64, 48))
+    junk = tmp_path / "b.jpg"
+    junk.write_text("<!DOCTYPE html>")
+    proc = artpipe("probe", str(img), str(junk))
+    assert f"{img}: jpeg 64x48" in proc.stdout
+    assert str(junk) in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1
+
+
+def test_demo_runs_offline_twice(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    proc = artpipe("demo", str(target))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "saved" in proc.stdout and "trace" in proc.stdout
+    files = [p for p in target.rglob("*") if p.is_file() and ".artpipe" not in p.parts]
+    names = {p.name for p in files}
+    for expected in ("Alien (1979)-poster.jpg", "Alien (1979)-fanart1.jpg",
+                     "Alien (1979)-clearlogo.png", "season01-poster.jpg",
+                     "season-specials-poster.jpg", "season-all-poster.jpg",
+                     "Orbit Station S01E01-thumb.jpg", "characterart.png"):
+        assert expected in names, sorted(names)
+    rows = [json.loads(r) for r in (target / ".artpipe" / "report.jsonl").read_text().splitlines()]
+    assert rows and all(r["status"] == "saved" for r in rows)
+    metrics = json.loads((target / ".artpipe" / "metrics.json").read_text())
+    assert metrics["counters"].get("http.requests_in_save", 0) == 0
+
+    again = artpipe("demo", str(target), "--quiet")
+    assert again.returncode == 0
+    rows = [json.loads(r) for r in (target / ".artpipe" / "report.jsonl").read_text().splitlines()]
+    assert {r["status"] for r in rows} == {"unchanged"}
+    metrics = json.loads((target / ".artpipe" / "metrics.json").read_text())
+    assert metrics["counters"].get("http.requests", 0) == 0
+
+
+@pytest.mark.parametrize("line", ['{"id": 1}', "[]", "not json"])
+def test_bad_manifest_line_exits_1_with_line_number(tmp_path: Path, line: str) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n" + line + "\n")
+    report = tmp_path / "r.jsonl"
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--report", str(report))
+    assert proc.returncode == 1, proc.stderr
+    assert "line 2" in report.read_text()

@@ -1,0 +1,326 @@
+"""End-to-end tests of the run engine against a real loopback server.
+
+Each test builds a manifest, runs ``pipeline.run`` into a temp library, and
+checks what a user would check: the files under their Kodi names, what the
+server saw (hits per path — the invariant "each URL once per run"), the
+``http.requests_in_save`` guard, the store rows against the files on disk,
+and what a second run does (nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from artpipe import pipeline
+from artpipe.fetch import FetchLimits
+from artpipe.models import ArtType
+from artpipe.store import Store, default_db_path
+from tests.support.server import ImageServer, Status, make_image
+
+FAST_LIMITS = FetchLimits(max_attempts=2, backoff_base=0.01, backoff_cap=0.05,
+                          connect_timeout=2, read_timeout=2, total_timeout=5)
+
+SINGLE_ARTS = ["poster", "fanart", "banner", "clearart", "clearlogo", "discart",
+               "landscape", "keyart", "characterart", "thumb"]
+
+
+def png_bytes(width: int, height: int, seed: int) -> bytes:
+    img = Image.new("RGBA", (width, height), (seed * 37 % 256, 80, 160, 128))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def serve_library_art(srv: ImageServer, movies: int) -> list[dict[str, Any]]:
+    """A manifest of ``movies`` movies × 12 slots; posters are shared by pairs."""
+    items = []
+    for n in range(movies):
+        art: dict[str, Any] = {}
+        for name in SINGLE_ARTS:
+            if ArtType(name).output_format == "png":
+                path = f"/m{n}/{name}.png"
+                srv.add_image(path, png_bytes(40, 30, n), content_type="image/png",
+                              etag=f'"{name}{n}"')
+            else:
+                path = f"/m{n // 2}/poster.jpg" if name == "poster" else f"/m{n}/{name}.jpg"
+                srv.add_image(path, etag=f'"{path}"')
+            art[name] = srv.url(path)
+        art["extrafanart"] = [srv.url("/shared/extra1.jpg"), srv.url(f"/m{n}/extra2.jpg")]
+        items.append({"id": f"tt{n:07d}", "type": "movie", "title": f"Movie {n}",
+                      "year": 2000 + n % 20,
+                      "path": f"Movies/Movie {n}/Movie {n}.mkv", "art": art})
+    return items
+
+
+def library_files(library: Path) -> dict[str, tuple[int, int, str]]:
+    """Every artwork file: relative path → (inode, mtime_ns, sha256)."""
+    out = {}
+    for path in library.rglob("*"):
+        if path.is_file() and ".artpipe" not in path.parts:
+            st = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(path.relative_to(library))] = (st.st_ino, st.st_mtime_ns, digest)
+    return out
+
+
+async def run(items: Any, library: Path, **options: Any) -> pipeline.RunReport:
+    options.setdefault("limits", FAST_LIMITS)
+    return await pipeline.run(items, library, **options)
+
+
+async def test_49_movies_each_url_once_and_rerun_makes_no_requests(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        items = serve_library_art(srv, 49)
+        report = await run(items, library, report=tmp_path / "r.jsonl")
+        assert report.exit_code == 0, report.stats.errors
+        slots = 49 * (len(SINGLE_ARTS) + 2)
+        assert report.stats.slots["saved"] == slots
+        # each distinct URL exactly once, although posters and extra1 are shared
+        assert all(hit == 1 for hit in srv._hits.values()), dict(srv._hits)
+        distinct = {u for it in items for v in it["art"].values()
+                    for u in (v if isinstance(v, list) else [v])}
+        assert srv.hits() == len(distinct)
+        counters = report.metrics.counters()
+        assert counters["http.requests"] == len(distinct)
+        assert counters.get("http.requests_in_save", 0) == 0
+        movie = library / "Movies" / "Movie 3"
+        for name in SINGLE_ARTS:
+            ext = ".png" if ArtType(name).output_format == "png" else ".jpg"
+            assert (movie / f"Movie 3-{name}{ext}").is_file()
+        assert (movie / "Movie 3-fanart1.jpg").is_file()
+        assert (movie / "Movie 3-fanart2.jpg").is_file()
+        before = library_files(library)
+        assert len(before) == slots
+
+        srv.reset_counters()
+        again = await run(items, library)
+        assert srv.hits() == 0
+        assert again.metrics.counters().get("http.requests", 0) == 0
+        assert again.stats.slots["unchanged"] == slots
+        assert library_files(library) == before  # same inode, mtime, bytes
+
+
+async def test_store_rows_match_files(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        await run(serve_library_art(srv, 3), library)
+    with Store(default_db_path(library)) as store:
+        rows = store.all_artwork()
+        assert len(rows) == 3 * 12
+        for row in rows:
+            data = Path(row.path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == row.sha256
+            assert len(data) == row.bytes
+            assert row.status == "saved" and row.url
+        assert {i.id for i in store.items()} == {"tt0000000", "tt0000001", "tt0000002"}
+
+
+async def test_failed_fetch_keeps_the_old_file(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        srv.add_image("/good.jpg")
+        item = {"id": "a", "type": "movie", "path": "A/A.mkv",
+                "art": {"poster": srv.url("/good.jpg"), "fanart": srv.url("/good.jpg")}}
+        assert (await run([item], library)).exit_code == 0
+        poster = library / "A" / "A-poster.jpg"
+        old = poster.read_bytes()
+
+        srv.script("/gone.jpg", then=Status(404))
+        srv.add_image("/html.jpg", b"<!DOCTYPE html><html>error</html>", content_type="image/jpeg")
+        srv.add_image("/corrupt.jpg", make_image(64, 48)[:200])
+        for bad in ("/gone.jpg", "/html.jpg", "/corrupt.jpg"):
+            item["art"] = {"poster": srv.url(bad)}
+            report = await run([item], library, report=tmp_path / "r.jsonl")
+            assert report.exit_code == 1
+            assert report.stats.slots["failed"] == 1
+            assert poster.read_bytes() == old, bad
+            row = (tmp_path / "r.jsonl").read_text().splitlines()[0]
+            assert '"failed"' in row and bad in row
+            assert not list(poster.parent.glob("*.artpipe-tmp"))
+        # the store still knows the file on disk came from the good URL
+        with Store(default_db_path(library)) as store:
+            rec = store.artwork_for("a")[("poster", 0)]
+            assert rec.url == srv.url("/good.jpg") and rec.status == "failed"
+            assert rec.sha256 == hashlib.sha256(old).hexdigest()
+
+
+async def test_changed_url_replaces_file_and_null_removes(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        item: dict[str, Any] = {
+            "id": "s", "type": "tvshow", "path": "Show",
+            "art": {"poster": srv.url("/p1.jpg"), "banner": srv.url("/b.jpg"),
+                    "extrafanart": [srv.url(f"/e{i}.jpg") for i in range(1, 5)]},
+        }
+        await run([item], library)
+        show = library / "Show"
+        assert sorted(p.name for p in show.iterdir()) == [
+            "banner.jpg", "fanart1.jpg", "fanart2.jpg", "fanart3.jpg", "fanart4.jpg",
+            "poster.jpg"]
+        first = (show / "poster.jpg").read_bytes()
+
+        item["art"] = {"poster": srv.url("/p2.jpg"), "banner": None,
+                       "extrafanart": [srv.url("/e1.jpg"), srv.url("/e2.jpg")]}
+        srv.reset_counters()
+        report = await run([item], library)
+        assert report.exit_code == 0
+        assert srv.hits() == 1  # only the new poster
+        assert (show / "poster.jpg").read_bytes() != first
+        assert sorted(p.name for p in show.iterdir()) == ["fanart1.jpg", "fanart2.jpg",
+                                                          "poster.jpg"]
+        assert report.stats.slots["removed"] == 3
+        with Store(default_db_path(library)) as store:
+            keys = set(store.artwork_for("s"))
+        assert keys == {("poster", 0), ("extrafanart", 1), ("extrafanart", 2)}
+
+
+async def test_refresh_revalidates_with_conditional_gets(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        srv.add_image("/p.jpg", etag='"v1"')
+        srv.add_image("/f.jpg", last_modified=1_700_000_000.0)
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/p.jpg"), "fanart": srv.url("/f.jpg")}}
+        await run([item], library)
+        before = library_files(library)
+        srv.reset_counters()
+        report = await run([item], library, refresh=True)
+        assert srv.hits() == 2
+        assert report.metrics.counters()["http.not_modified"] == 2
+        assert report.stats.slots["unchanged"] == 2
+        assert library_files(library) == before
+
+        srv.add_image("/p.jpg", make_image(80, 60, seed=9), etag='"v2"')
+        report = await run([item], library, refresh=True)
+        assert report.stats.slots["saved"] == 1
+        assert library_files(library) != before
+
+
+async def test_deleted_file_is_restored_from_cache_without_a_request(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/p.jpg")}}
+        await run([item], library)
+        poster = library / "M" / "M-poster.jpg"
+        poster.unlink()
+        srv.reset_counters()
+        report = await run([item], library)
+        assert poster.is_file()
+        assert srv.hits() == 0
+        assert report.stats.slots["saved"] == 1
+
+
+async def test_bad_manifest_lines_are_reported_and_the_rest_runs(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        manifest = tmp_path / "m.jsonl"
+        good = ('{"id": "a", "type": "movie", "path": "A/A.mkv", "art": {"poster": "%s"}}'
+                % srv.url("/a.jpg"))
+        manifest.write_text("\n".join([good, "{not json", '{"id": "b", "type": "film"}']) + "\n")
+        report = await run(manifest, library, report=tmp_path / "r.jsonl")
+        assert report.stats.bad_lines == 2
+        assert report.stats.slots["saved"] == 1
+        assert report.exit_code == 1
+        rows = (tmp_path / "r.jsonl").read_text()
+        assert "line 2" in rows and "line 3" in rows
+
+
+async def test_unsafe_path_fails_its_slots_and_writes_nothing_outside(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (library / "Escape").symlink_to(outside)
+    async with ImageServer() as srv:
+        items = [
+            {"id": "evil", "type": "movie", "path": "Escape/E.mkv",
+             "art": {"poster": srv.url("/p.jpg")}},
+            {"id": "ok", "type": "movie", "path": "OK/OK.mkv",
+             "art": {"poster": srv.url("/q.jpg")}},
+        ]
+        report = await run(items, library)
+    assert list(outside.iterdir()) == []
+    assert report.stats.slots["failed"] == 1
+    assert (library / "OK" / "OK-poster.jpg").is_file()
+
+
+async def test_interrupted_run_is_finished_by_a_rerun(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer(latency=0.02) as srv:
+        items = serve_library_art(srv, 12)
+        task = asyncio.ensure_future(run(items, library, item_workers=2, batch_size=1))
+        while not list(library.rglob("*-poster.jpg")):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(library_files(library)) < 12 * 12
+        report = await run(items, library)
+        assert report.exit_code == 0
+        assert len(library_files(library)) == 12 * 12
+        assert not [p for p in library.rglob("*") if p.name.endswith(".artpipe-tmp")]
+
+
+async def test_metrics_and_trace_files(tmp_path: Path) -> None:
+    import json
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        await run(serve_library_art(srv, 2), library, metrics=tmp_path / "m.json",
+                  trace=tmp_path / "t.json")
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for name in ("item.save_all", "item.download", "item.save_to_disk", "fetch.web", "render",
+                 "db.save_item", "host.127.0.0.1.fetch"):
+        timer = metrics["timers"][name]
+        assert set(timer) == {"count", "total_ms", "avg_ms", "min_ms", "max_ms", "p50_ms",
+                              "p95_ms"}
+        assert timer["count"] >= 1
+    for name in ("http.requests", "http.bytes", "images.saved"):
+        assert metrics["counters"][name] > 0
+    trace = json.loads((tmp_path / "t.json").read_text())
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {"render", "item.save_all"} <= {e["name"] for e in spans}
+    assert len({e["tid"] for e in spans}) >= 2  # one track per worker
+
+
+async def test_process_executor_gives_the_same_library(tmp_path: Path) -> None:
+    async with ImageServer() as srv:
+        items = serve_library_art(srv, 2)
+        libs = []
+        for executor in ("thread", "process"):
+            library = tmp_path / executor
+            library.mkdir()
+            report = await run(items, library, executor=executor, workers=2)
+            assert report.exit_code == 0
+            libs.append({k: v[2] for k, v in library_files(library).items()})
+    assert libs[0] == libs[1]
+
+
+def test_missing_library_is_an_artpipe_error(tmp_path: Path) -> None:
+    from artpipe.errors import ArtpipeError
+
+    with pytest.raises(ArtpipeError, match="does not exist"):
+        asyncio.run(pipeline.run([], tmp_path / "nope"))
+
+
+def test_unknown_executor_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown executor"):
+        asyncio.run(pipeline.run([], tmp_path, executor="gpu"))
