@@ -1,0 +1,122 @@
+"""The SQLite store: rows model the files on disk, across reopen and failure.
+
+A RuleBasedStateMachine drives random saves, failures, removals, batches
+that roll back, and reopens, checking after every step that the store equals
+a plain-dict model: one row per slot, a failure never forgets the file that
+is still on disk, a rolled-back batch leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from artpipe.store import ArtworkRow, ItemRow, Store, StoreError, default_db_path
+
+SLOTS = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["poster", "extrafanart"]),
+                  st.integers(0, 2))
+
+
+class StoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.db = Path(self.tmp.name) / "s.db"
+        self.store = Store(self.db)
+        self.model: dict[tuple[str, str, int], dict[str, object]] = {}
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.tmp.cleanup()
+
+    @rule(slot=SLOTS, url=st.sampled_from(["http://x/1", "http://x/2"]),
+          size=st.integers(1, 10_000))
+    def save(self, slot: tuple[str, str, int], url: str, size: int) -> None:
+        item, art, index = slot
+        with self.store.batch():
+            self.store.upsert_item(ItemRow(item, "movie", None, item))
+            self.store.upsert_artwork(ArtworkRow(item, art, index, url, f"/{item}/{art}{index}",
+                                                 bytes=size, sha256=f"h{size}"))
+        self.model[slot] = {"url": url, "bytes": size, "status": "saved", "error": None}
+
+    @rule(slot=SLOTS, error=st.text(min_size=1, max_size=20))
+    def fail(self, slot: tuple[str, str, int], error: str) -> None:
+        item, art, index = slot
+        with self.store.batch():
+            self.store.mark_failed(item, art, index, f"/{item}/{art}{index}", error)
+        old = self.model.get(slot, {"url": None, "bytes": None})
+        self.model[slot] = {**old, "status": "failed", "error": error}
+
+    @rule(slot=SLOTS)
+    def remove(self, slot: tuple[str, str, int]) -> None:
+        with self.store.batch():
+            self.store.delete_artwork(*slot)
+        self.model.pop(slot, None)
+
+    @rule(slot=SLOTS)
+    def rolled_back_batch(self, slot: tuple[str, str, int]) -> None:
+        item, art, index = slot
+        with pytest.raises(RuntimeError), self.store.batch():
+            self.store.upsert_artwork(ArtworkRow(item, art, index, "http://x/9", "/p"))
+            raise RuntimeError("crash mid-batch")
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = Store(self.db)
+
+    @invariant()
+    def store_equals_model(self) -> None:
+        rows = {(r.item, r.art, r.index): r for r in self.store.all_artwork()}
+        assert set(rows) == set(self.model)
+        for key, want in self.model.items():
+            row = rows[key]
+            assert row.url == want["url"]
+            assert row.bytes == want["bytes"]
+            assert row.status == want["status"]
+            assert row.error == want["error"]
+
+
+TestStoreMachine = StoreMachine.TestCase
+
+
+def test_wal_mode_and_default_path(tmp_path: Path) -> None:
+    assert default_db_path(tmp_path) == tmp_path / ".artpipe" / "artpipe.db"
+    with Store(default_db_path(tmp_path)):
+        pass
+    db = sqlite3.connect(default_db_path(tmp_path))
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_unopenable_database_names_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot open the artpipe database"):
+        Store(blocker / "x.db")
+
+
+def test_locked_database_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Store(db) as first:
+        other = sqlite3.connect(db, isolation_level=None, timeout=0.1)
+        other.execute("BEGIN IMMEDIATE")
+        first._db.execute("PRAGMA busy_timeout=100")
+        with pytest.raises(StoreError, match="locked"), first.batch():
+            pass
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_validators_update_keeps_the_rest(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        store.upsert_artwork(ArtworkRow("i", "poster", 0, "http://u", "/p", sha256="h",
+                                        etag='"1"'))
+        store.update_validators("i", "poster", 0, '"2"', None)
+        row = store.artwork_for("i")[("poster", 0)]
+        assert (row.etag, row.sha256, row.url) == ('"2"', "h", "http://u")
