@@ -231,7 +231,7 @@ def test_every_bad_line_is_reported_with_its_number_and_the_rest_runs(tmp_path: 
     for error, (_, fragment) in zip(errors, BAD_ITEMS, strict=True):
         assert fragment in str(error)
         assert error.path == str(manifest)
-        assert str(error).startswith(f"{manifest}:{error.line}: ")
+        assert str(error).startswith(f"{manifest}, line {error.line}: ")
 
 
 def test_invalid_json_names_the_line(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ class ManifestError(ArtpipeError):
     def __str__(self) -> str:
         where = ""
         if self.path is not None and self.line is not None:
-            where = f"{self.path}:{self.line}: "
+            where = f"{self.path}, line {self.line}: "
         elif self.line is not None:
             where = f"line {self.line}: "
         elif self.path is not None:
