@@ -1,0 +1,177 @@
+"""A state machine over what happens to a library between runs; invariants after every step.
+
+Rules: set or change a URL (with or without a preview thumb), set a list,
+shrink it, null an art, drop an art key, hand bytes in memory (or a disposed
+empty stream), leave only a thumb in the cache, evict the cache, delete a
+library file behind artpipe's back, drop an unrecorded file on a target, and
+run. A run is simulated in memory (tests/test_plan.py: fetch exactly the Web
+set, then a save step that only has the sources).
+
+After every step: invariants 1 and 8 and the resolver's rules hold for the
+whole item plan (``check_plan``). After every run: every wanted slot holds the
+original of its URL, removed art is gone, no numbered file past a list's end
+remains, each URL was requested at most once, and a second plan fetches,
+removes and writes nothing (invariant 4).
+
+Teeth (checked by hand, 2026-11-25): with ``resolve`` letting a cached THUMB
+count (``state.cache is not CacheState.NONE``) this machine fails within a
+few examples (the save step finds no original; the file would hold a preview);
+dropping the surplus loop in ``plan_item`` fails the shrink rule's check.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from artpipe.manifest import parse_item
+from artpipe.models import ArtType, ContentType, Item
+from artpipe.naming import ALLOWED_ART, list_indexes_on_disk, target_path
+from artpipe.plan import CacheState, LocalFile, Nothing, plan_item
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from tests.test_plan import World, check_plan, original, simulate_run
+
+URLS = [f"https://img.example/{n}.jpg" for n in "abcdef"]
+PATHS = {
+    ContentType.MOVIE: "Movies/Alien (1979)/Alien (1979).mkv",
+    ContentType.TVSHOW: "TV/Firefly",
+    ContentType.MOVIESET: "Sets/Alien",
+    ContentType.SEASON: "TV/Firefly",
+}
+SINGLE = [ArtType.POSTER, ArtType.FANART, ArtType.CLEARLOGO, ArtType.THUMB]
+LISTS = [ArtType.EXTRAFANART, ArtType.EXTRATHUMB]
+urls = st.sampled_from(URLS)
+
+
+class PlanMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="artpipe-plan-"))
+        self.world = World(self.tmp / "lib")
+        self.art: dict[str, Any] = {}
+        self.ctype = ContentType.MOVIE
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @initialize(ctype=st.sampled_from(list(PATHS)))
+    def choose_item(self, ctype: ContentType) -> None:
+        self.ctype = ctype
+
+    def item(self) -> Item:
+        obj = {"id": "x", "type": self.ctype.value, "path": PATHS[self.ctype], "art": self.art}
+        if self.ctype is ContentType.SEASON:
+            obj["season"] = 1
+        return parse_item(obj, line=1)
+
+    def lists_allowed(self) -> bool:
+        return ArtType.EXTRAFANART in ALLOWED_ART[self.ctype]
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.world.library.rglob("*") if p.is_file())
+
+    # --- the manifest changes ---
+
+    @rule(art=st.sampled_from(SINGLE), url=urls)
+    def set_url(self, art: ArtType, url: str) -> None:
+        self.art[art.value] = url
+
+    @rule(art=st.sampled_from(SINGLE), url=urls, thumb=urls)
+    def set_url_with_preview(self, art: ArtType, url: str, thumb: str) -> None:
+        self.art[art.value] = {"url": url, "thumb": thumb}
+
+    @precondition(lambda self: self.lists_allowed())
+    @rule(art=st.sampled_from(LISTS), entries=st.lists(urls, max_size=5))
+    def set_list(self, art: ArtType, entries: list[str]) -> None:
+        self.art[art.value] = entries
+
+    @precondition(lambda self: any(isinstance(self.art.get(a.value), list) for a in LISTS))
+    @rule(art=st.sampled_from(LISTS), keep=st.integers(0, 4))
+    def shrink_list(self, art: ArtType, keep: int) -> None:
+        entries = self.art.get(art.value)
+        if isinstance(entries, list):
+            self.art[art.value] = entries[: min(keep, max(len(entries) - 1, 0))]
+
+    @rule(art=st.sampled_from(SINGLE + LISTS))
+    def set_null(self, art: ArtType) -> None:
+        if art in ALLOWED_ART[self.ctype]:
+            self.art[art.value] = None
+
+    @rule(art=st.sampled_from(SINGLE + LISTS))
+    def drop_key(self, art: ArtType) -> None:
+        self.art.pop(art.value, None)
+
+    # --- the world changes behind artpipe's back ---
+
+    @rule(url=urls, alive=st.booleans())
+    def hand_bytes_in_memory(self, url: str, alive: bool) -> None:
+        self.world.mem[url] = original(url) if alive else b""
+
+    @rule(url=urls)
+    def drop_memory(self, url: str) -> None:
+        self.world.mem.pop(url, None)
+
+    @rule(url=urls)
+    def thumb_only_in_cache(self, url: str) -> None:
+        self.world.cache[url] = CacheState.THUMB
+
+    @rule(url=urls)
+    def evict_cache(self, url: str) -> None:
+        self.world.cache.pop(url, None)
+
+    @precondition(lambda self: self.world.library.exists())
+    @rule(pick=st.integers(0, 30))
+    def delete_library_file_externally(self, pick: int) -> None:
+        files = self.files()
+        if files:
+            files[pick % len(files)].unlink()
+
+    @rule(art=st.sampled_from(SINGLE + LISTS), index=st.integers(1, 6))
+    def drop_unrecorded_file(self, art: ArtType, index: int) -> None:
+        if art not in ALLOWED_ART[self.ctype]:
+            return
+        item = self.item()
+        path = target_path(self.world.library, item, art, index if art.is_list else 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not ours")
+        self.world.records.pop((item.id, art, index if art.is_list else 0), None)
+
+    # --- run ---
+
+    @rule()
+    def run(self) -> None:
+        item = self.item()
+        plan = plan_item(item, self.world.library, self.world)
+        check_plan(plan, self.world)
+        stats = simulate_run(plan, self.world)
+        assert all(n == 1 for n in stats.requests.values()), "a URL was fetched twice"
+        assert set(stats.requests) == plan.urls
+        for slot in item.slots:
+            path = target_path(self.world.library, item, slot.art, slot.index)
+            if slot.url is None:
+                assert not path.exists()
+            else:
+                assert path.read_bytes() == original(slot.url), "not the original"
+                assert self.world.recorded(item, slot.art, slot.index) is not None
+        for art in item.lists:
+            keep = sum(1 for s in item.slots if s.art is art)
+            assert list_indexes_on_disk(self.world.library, item, art) == list(range(1, keep + 1))
+            assert all(i <= keep for i in self.world.recorded_indexes(item, art))
+        again = plan_item(item, self.world.library, self.world)
+        check_plan(again, self.world)
+        assert again.web == ()
+        assert all(isinstance(p.source, LocalFile | Nothing) for p in again.slots)
+        stats = simulate_run(again, self.world)
+        assert (sum(stats.requests.values()), stats.writes, stats.removes) == (0, 0, 0)
+
+    @invariant()
+    def plan_is_consistent(self) -> None:
+        """Invariants 1 and 8 for the plan the current state would produce."""
+        check_plan(plan_item(self.item(), self.world.library, self.world), self.world)
+
+
+TestPlanMachine = PlanMachine.TestCase
