@@ -1,0 +1,366 @@
+"""On-disk cache of downloaded ORIGINALS (never thumbs) and their HTTP validators.
+
+Blobs are named by the sha256 of their bytes, so two URLs serving the same
+image share one blob, and two different images that happen to share a file
+name can never overwrite each other (Ember's cache keyed blobs by file name and
+served one movie's poster for another). A small SQLite index (WAL) maps the
+normalized URL to the blob, its size, ETag, Last-Modified and last use.
+
+- Writes are atomic: temp file in the cache directory, fsync, rename. A
+  cancelled or killed download leaves no half-written entry; a stray temp file
+  is removed the next time a cache opens the directory.
+- Reads verify the sha256: a blob that no longer matches (bit rot, a truncated
+  copy, someone editing files) or that is gone is dropped and reported as a miss,
+  so the caller downloads it again instead of rendering garbage.
+- Size is capped with least-recently-used eviction; a blob still referenced by
+  another URL is deleted only with its last reference.
+
+Methods are synchronous and short (local disk, one small SQLite file). They
+are safe from the event loop thread and worker threads at once: one
+connection, ``check_same_thread=False``, every index access under a lock, and
+file reads and hashing outside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_TEMP_PREFIX = ".tmp-"
+_STALE_TEMP_S = 3600.0  # temp files older than this were left by a killed process
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    url TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    last_used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_sha256 ON entries (sha256);
+CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
+"""
+
+
+def normalize_url(url: str) -> str:
+    """The cache and coalescing key of ``url``.
+
+    Lower-cases scheme and host, drops the default port (80/443) and the
+    fragment, and gives an empty path a "/". Path and query are kept as they
+    are: servers may treat them case-sensitively.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    hostport = hostport.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None and hostport.endswith(":" + default):
+        hostport = hostport[: -len(default) - 1]
+    elif hostport.endswith(":"):
+        hostport = hostport[:-1]
+    netloc = f"{userinfo}{at}{hostport}"
+    path = parts.path or ("/" if netloc else "")
+    return urlunsplit((scheme, netloc, path, parts.query, ""))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached original: the URL's key, its blob and the validators to revalidate it."""
+
+    url: str
+    sha256: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+    path: Path
+
+
+class Cache:
+    """Content-addressed cache of originals under ``directory``, at most ``max_bytes``."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 2 * 1024**3) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"Cache max_bytes must be >= 0, got {max_bytes}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._blobs = self.directory / "blobs"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._clock = itertools.count()
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.directory / "index.sqlite",
+            check_same_thread=False,
+            isolation_level=None,  # autocommit; multi-statement changes use BEGIN
+            timeout=30.0,
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._total = self._blob_bytes()
+        self._remove_stale_temps()
+
+    # -- lifecycle ---------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- queries -----------------------------------------------------------------
+    def contains(self, url: str) -> bool:
+        """Whether the index has ``url`` (no disk access beyond the index)."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT 1 FROM entries WHERE url = ?", (normalize_url(url),))
+                .fetchone()
+            )
+        return row is not None
+
+    def get(self, url: str) -> CacheEntry | None:
+        """The entry for ``url`` if its blob file exists (marks it recently used)."""
+        key = normalize_url(url)
+        with self._lock:
+            entry = self._lookup(key)
+            if entry is None:
+                return None
+            if not entry.path.is_file():
+                self._drop_blob(entry.sha256)
+                return None
+            self._touch(key)
+            return entry
+
+    def read(self, url: str) -> bytes | None:
+        """The cached bytes of ``url``, verified against their sha256; None on a miss.
+
+        A blob that is gone or whose hash no longer matches is dropped from the
+        index (for every URL that shared it) and reported as a miss.
+        """
+        key = normalize_url(url)
+        with self._lock:
+            entry = self._lookup(key)
+        if entry is None:
+            return None
+        try:
+            data = entry.path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is None or hashlib.sha256(data).hexdigest() != entry.sha256:
+            with self._lock:
+                self._drop_blob(entry.sha256)
+            return None
+        with self._lock:
+            self._touch(key)
+        return data
+
+    # -- changes -----------------------------------------------------------------
+    def put(
+        self,
+        url: str,
+        data: bytes,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> CacheEntry:
+        """Store ``data`` as the original of ``url`` (atomic; idempotent for the same bytes).
+
+        May evict least-recently-used entries to stay under ``max_bytes``; an
+        entry larger than the whole cache is evicted at once (and a later read misses).
+        """
+        key = normalize_url(url)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._blob_path(sha)
+        if not self._blob_ok(path, sha, len(data)):
+            self._write_atomic(path, data)
+        entry = CacheEntry(key, sha, len(data), etag, last_modified, path)
+        with self._lock:
+            db = self._conn()
+            old = db.execute("SELECT sha256, size FROM entries WHERE url = ?", (key,)).fetchone()
+            known = db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO entries (url, sha256, size, etag, last_modified, last_used)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, sha, len(data), etag, last_modified, self._now()),
+            )
+            if known is None:
+                self._total += len(data)
+            if old is not None and old[0] != sha:
+                self._release_blob(old[0], old[1])
+            if not path.exists():
+                # Another thread evicted the last other user of this blob between our
+                # write and the insert: write it again, now under the lock.
+                self._write_atomic(path, data)
+            self._shrink(protect=key)
+        return entry
+
+    def evict(self, url: str) -> None:
+        """Forget ``url``; its blob goes too unless another URL still uses it."""
+        key = normalize_url(url)
+        with self._lock:
+            db = self._conn()
+            row = db.execute("SELECT sha256, size FROM entries WHERE url = ?", (key,)).fetchone()
+            if row is None:
+                return
+            db.execute("DELETE FROM entries WHERE url = ?", (key,))
+            self._release_blob(row[0], row[1])
+
+    def total_bytes(self) -> int:
+        """Bytes held in blobs (each shared blob counted once)."""
+        with self._lock:
+            return self._total
+
+    # -- internals ---------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"cache {self.directory} is closed")
+        return self._db
+
+    def _now(self) -> float:
+        # Wall clock plus a tie-breaker so two puts in the same tick keep their order.
+        return time.time() + next(self._clock) * 1e-9
+
+    def _blob_path(self, sha: str) -> Path:
+        return self._blobs / sha[:2] / sha
+
+    def _lookup(self, key: str) -> CacheEntry | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT url, sha256, size, etag, last_modified FROM entries WHERE url = ?", (key,)
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        url, sha, size, etag, last_modified = row
+        return CacheEntry(url, sha, size, etag, last_modified, self._blob_path(sha))
+
+    def _touch(self, key: str) -> None:
+        self._conn().execute("UPDATE entries SET last_used = ? WHERE url = ?", (self._now(), key))
+
+    def _blob_bytes(self) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(size), 0) FROM"
+                " (SELECT sha256, MAX(size) AS size FROM entries GROUP BY sha256)"
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def _blob_ok(self, path: Path, sha: str, size: int) -> bool:
+        """Whether an existing blob file really holds these bytes (else rewrite it)."""
+        try:
+            if path.stat().st_size != size:
+                return False
+            return hashlib.sha256(path.read_bytes()).hexdigest() == sha
+        except FileNotFoundError:
+            return False
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        """Temp file in the cache directory, fsync, rename: readers see all or nothing."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(path.parent)
+
+    def _release_blob(self, sha: str, size: int) -> None:
+        """Delete the blob of ``sha`` (``size`` bytes) when no entry references it any more."""
+        db = self._conn()
+        if db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
+            return
+        try:
+            self._blob_path(sha).unlink()
+        except FileNotFoundError:
+            pass
+        self._total = max(0, self._total - size)
+
+    def _drop_blob(self, sha: str) -> None:
+        """A blob is gone or corrupt: forget every URL that used it, then the file."""
+        db = self._conn()
+        row = db.execute("SELECT MAX(size) FROM entries WHERE sha256 = ?", (sha,)).fetchone()
+        db.execute("DELETE FROM entries WHERE sha256 = ?", (sha,))
+        self._release_blob(sha, int(row[0] or 0))
+
+    def _shrink(self, protect: str) -> None:
+        """Evict least-recently-used entries until the blobs fit in ``max_bytes``."""
+        if self._total <= self.max_bytes:
+            return
+        # Another process may share this directory: trust the index, not our count.
+        self._total = self._blob_bytes()
+        db = self._conn()
+        while self._total > self.max_bytes:
+            row = db.execute(
+                "SELECT url, sha256, size FROM entries WHERE url != ? ORDER BY last_used LIMIT 1",
+                (protect,),
+            ).fetchone()
+            if row is None:
+                # Only the new entry is left and it alone is over the cap.
+                row = db.execute(
+                    "SELECT url, sha256, size FROM entries WHERE url = ?", (protect,)
+                ).fetchone()
+                if row is None:
+                    return
+            db.execute("DELETE FROM entries WHERE url = ?", (row[0],))
+            self._release_blob(row[1], row[2])
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - _STALE_TEMP_S
+        for tmp in self._blobs.glob(f"*/{_TEMP_PREFIX}*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; some filesystems refuse to open a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["Cache", "CacheEntry", "normalize_url"]

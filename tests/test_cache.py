@@ -1,0 +1,246 @@
+"""The on-disk cache of originals: content addressing, LRU, corruption, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from artpipe.cache import Cache, normalize_url
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def _blob_files(directory: Path) -> list[Path]:
+    return sorted(p for p in (directory / "blobs").rglob("*") if p.is_file())
+
+
+def test_put_then_read_round_trips_with_validators(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        entry = cache.put("https://img.example/p.jpg", b"poster", etag='"v1"', last_modified="x")
+        assert entry.sha256 == hashlib.sha256(b"poster").hexdigest()
+        assert entry.path.read_bytes() == b"poster"
+        assert cache.contains("https://img.example/p.jpg")
+        assert cache.read("https://img.example/p.jpg") == b"poster"
+        got = cache.get("https://img.example/p.jpg")
+        assert got is not None
+        assert (got.etag, got.last_modified, got.size) == ('"v1"', "x", 6)
+
+
+def test_missing_url_is_a_miss(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        assert not cache.contains("http://a/x.jpg")
+        assert cache.get("http://a/x.jpg") is None
+        assert cache.read("http://a/x.jpg") is None
+
+
+def test_index_survives_reopen(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        cache.put("http://a/x.jpg", b"data", etag='"e"')
+    with Cache(tmp_path) as cache:
+        assert cache.read("http://a/x.jpg") == b"data"
+        entry = cache.get("http://a/x.jpg")
+        assert entry is not None and entry.etag == '"e"'
+        assert cache.total_bytes() == 4
+
+
+def test_normalized_urls_share_one_entry(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        cache.put("HTTPS://IMG.Example:443/p.jpg#frag", b"one")
+        assert cache.read("https://img.example/p.jpg") == b"one"
+
+
+def test_two_urls_with_the_same_bytes_share_one_blob(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        a = cache.put("http://a/poster.jpg", b"same bytes")
+        b = cache.put("http://b/other.jpg", b"same bytes")
+        assert a.path == b.path
+        assert len(_blob_files(tmp_path)) == 1
+        assert cache.total_bytes() == len(b"same bytes")
+        cache.evict("http://a/poster.jpg")
+        assert a.path.exists(), "still referenced by the other URL"
+        assert cache.read("http://b/other.jpg") == b"same bytes"
+        cache.evict("http://b/other.jpg")
+        assert not a.path.exists(), "the last reference took the blob with it"
+        assert cache.total_bytes() == 0
+
+
+def test_same_file_name_different_images_never_collide(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        cache.put("http://a/movie1/poster.jpg", b"alien")
+        cache.put("http://a/movie2/poster.jpg", b"aliens")
+        assert cache.read("http://a/movie1/poster.jpg") == b"alien"
+        assert cache.read("http://a/movie2/poster.jpg") == b"aliens"
+
+
+def test_replacing_a_url_releases_its_old_blob(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        old = cache.put("http://a/p.jpg", b"old")
+        new = cache.put("http://a/p.jpg", b"new!")
+        assert not old.path.exists()
+        assert new.path.exists()
+        assert cache.total_bytes() == 4
+
+
+def test_put_is_idempotent(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        first = cache.put("http://a/p.jpg", b"bytes")
+        mtime = first.path.stat().st_mtime_ns
+        second = cache.put("http://a/p.jpg", b"bytes", etag='"new"')
+        assert first.path == second.path
+        assert first.path.stat().st_mtime_ns == mtime, "an intact blob is not rewritten"
+        entry = cache.get("http://a/p.jpg")
+        assert entry is not None and entry.etag == '"new"'
+        assert cache.total_bytes() == 5
+
+
+def test_corrupted_blob_is_a_miss_and_is_dropped(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        entry = cache.put("http://a/p.jpg", b"original bytes")
+        cache.put("http://b/q.jpg", b"original bytes")
+        entry.path.write_bytes(b"bit rot!")
+        assert cache.read("http://a/p.jpg") is None
+        assert not cache.contains("http://a/p.jpg")
+        assert not cache.contains("http://b/q.jpg"), "every URL of a bad blob is dropped"
+        assert not entry.path.exists()
+        # and a fresh download repairs it
+        cache.put("http://a/p.jpg", b"original bytes")
+        assert cache.read("http://a/p.jpg") == b"original bytes"
+
+
+def test_truncated_blob_is_repaired_by_put(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        entry = cache.put("http://a/p.jpg", b"0123456789")
+        entry.path.write_bytes(b"01234")
+        cache.put("http://a/p.jpg", b"0123456789")
+        assert cache.read("http://a/p.jpg") == b"0123456789"
+
+
+def test_deleted_blob_is_a_miss(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        entry = cache.put("http://a/p.jpg", b"bytes")
+        entry.path.unlink()
+        assert cache.get("http://a/p.jpg") is None
+        assert cache.read("http://a/p.jpg") is None
+        assert not cache.contains("http://a/p.jpg")
+        assert cache.total_bytes() == 0
+
+
+def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
+    with Cache(tmp_path, max_bytes=300) as cache:
+        for name in "abc":
+            cache.put(f"http://h/{name}.jpg", name.encode() * 100)
+        assert cache.read("http://h/a.jpg") is not None  # a is now the most recent
+        cache.put("http://h/d.jpg", b"d" * 100)  # over the cap: evict the LRU (b)
+        assert not cache.contains("http://h/b.jpg")
+        for name in "acd":
+            assert cache.contains(f"http://h/{name}.jpg")
+        assert cache.total_bytes() <= 300
+        assert len(_blob_files(tmp_path)) == 3
+
+
+def test_eviction_counts_shared_blobs_once(tmp_path: Path) -> None:
+    with Cache(tmp_path, max_bytes=250) as cache:
+        cache.put("http://h/a.jpg", b"x" * 100)
+        cache.put("http://h/a2.jpg", b"x" * 100)  # same blob: still 100 bytes
+        cache.put("http://h/b.jpg", b"y" * 100)
+        assert cache.total_bytes() == 200
+        for url in ("http://h/a.jpg", "http://h/a2.jpg", "http://h/b.jpg"):
+            assert cache.contains(url)
+
+
+def test_entry_larger_than_the_cache_is_not_kept(tmp_path: Path) -> None:
+    with Cache(tmp_path, max_bytes=10) as cache:
+        cache.put("http://h/big.jpg", b"z" * 11)
+        assert cache.read("http://h/big.jpg") is None
+        assert cache.total_bytes() == 0
+        assert _blob_files(tmp_path) == []
+
+
+def test_put_leaves_no_temp_files_and_cleans_stale_ones(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        entry = cache.put("http://h/a.jpg", b"data")
+    stale = entry.path.parent / ".tmp-killed"
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    fresh = entry.path.parent / ".tmp-in-progress"
+    fresh.write_bytes(b"half")
+    with Cache(tmp_path):
+        pass
+    assert not stale.exists(), "a killed process's temp file is cleaned up"
+    assert fresh.exists(), "another process may still be writing this one"
+    fresh.unlink()
+    assert _blob_files(tmp_path) == [entry.path]
+
+
+def test_failed_write_leaves_the_old_blob_and_no_temp(tmp_path: Path) -> None:
+    """Atomicity: a write that fails midway leaves neither a partial blob nor a temp file."""
+
+    with Cache(tmp_path) as cache:
+        cache.put("http://h/a.jpg", b"good")
+        blobs_before = _blob_files(tmp_path)
+        with pytest.raises(TypeError):
+            cache.put("http://h/a.jpg", "not bytes")  # type: ignore[arg-type]
+        assert _blob_files(tmp_path) == blobs_before
+        assert cache.read("http://h/a.jpg") == b"good"
+
+
+def test_threads_and_main_thread_share_a_cache(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    with Cache(tmp_path, max_bytes=50_000) as cache:
+
+        def worker(n: int) -> None:
+            try:
+                for i in range(50):
+                    url = f"http://h/{n}/{i}.jpg"
+                    cache.put(url, f"{n}-{i}".encode() * 50)
+                    data = cache.read(url)
+                    assert data is None or data == f"{n}-{i}".encode() * 50
+                    cache.contains(f"http://h/{(n + 1) % 4}/{i}.jpg")
+            except BaseException as exc:  # collected for the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert cache.total_bytes() <= 50_000
+        listed = {p.name for p in _blob_files(tmp_path)}
+        total = sum(p.stat().st_size for p in _blob_files(tmp_path))
+        assert total == cache.total_bytes()
+        assert all(not name.startswith(".tmp-") for name in listed)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("HTTP://Example.COM/a/B.jpg", "http://example.com/a/B.jpg"),
+        ("http://example.com:80/x", "http://example.com/x"),
+        ("https://example.com:443/x", "https://example.com/x"),
+        ("https://example.com:8443/x", "https://example.com:8443/x"),
+        ("http://example.com:443/x", "http://example.com:443/x"),
+        ("http://example.com/x.jpg#top", "http://example.com/x.jpg"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com/x?b=2&a=1", "http://example.com/x?b=2&a=1"),
+        ("http://User:Pw@Example.com:80/x", "http://User:Pw@example.com/x"),
+        ("http://[::1]:80/x", "http://[::1]/x"),
+    ],
+)
+def test_normalize_url(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+@given(
+    host=st.from_regex(r"[a-zA-Z][a-zA-Z0-9-]{0,10}(\.[a-zA-Z]{2,5})?", fullmatch=True),
+    path=st.from_regex(r"(/[A-Za-z0-9._~%-]{0,8}){0,3}", fullmatch=True),
+    scheme=st.sampled_from(["http", "https", "HTTP", "Https"]),
+)
+def test_normalize_url_is_idempotent(host: str, path: str, scheme: str) -> None:
+    once = normalize_url(f"{scheme}://{host}{path}")
+    assert normalize_url(once) == once
+    assert once.startswith(scheme.lower() + "://" + host.lower())
