@@ -77,7 +77,8 @@ def disc(size: int, seed: int) -> Image.Image:
     _, color = PALETTES[seed % len(PALETTES)]
     draw.ellipse((4, 4, size - 4, size - 4), fill=(*color, 255))
     c = size // 2
-    draw.ellipse((c - size // 10, c - size // 10, c + size // 10, c + size // 10), fill=(0, 0, 0, 0))
+    hole = size // 10
+    draw.ellipse((c - hole, c - hole, c + hole, c + hole), fill=(0, 0, 0, 0))
     return img
 
 

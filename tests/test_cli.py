@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from artpipe.cli import main
 from click.testing import CliRunner
 

@@ -7,10 +7,9 @@ import statistics
 import threading
 from pathlib import Path
 
+from artpipe.metrics import Metrics
 from hypothesis import given
 from hypothesis import strategies as st
-
-from artpipe.metrics import Metrics
 
 
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=200))

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from artpipe import pipeline
 from artpipe.fetch import FetchLimits
 from artpipe.models import ArtType
 from artpipe.store import Store, default_db_path
+from PIL import Image
+
 from tests.support.server import ImageServer, Status, make_image
 
 FAST_LIMITS = FetchLimits(max_attempts=2, backoff_base=0.01, backoff_cap=0.05,
@@ -230,8 +230,8 @@ async def test_bad_manifest_lines_are_reported_and_the_rest_runs(tmp_path: Path)
     library.mkdir()
     async with ImageServer() as srv:
         manifest = tmp_path / "m.jsonl"
-        good = ('{"id": "a", "type": "movie", "path": "A/A.mkv", "art": {"poster": "%s"}}'
-                % srv.url("/a.jpg"))
+        url = srv.url("/a.jpg")
+        good = f'{{"id": "a", "type": "movie", "path": "A/A.mkv", "art": {{"poster": "{url}"}}}}'
         manifest.write_text("\n".join([good, "{not json", '{"id": "b", "type": "film"}']) + "\n")
         report = await run(manifest, library, report=tmp_path / "r.jsonl")
         assert report.stats.bad_lines == 2

@@ -13,10 +13,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from artpipe.store import ArtworkRow, ItemRow, Store, StoreError, default_db_path
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-
-from artpipe.store import ArtworkRow, ItemRow, Store, StoreError, default_db_path
 
 SLOTS = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["poster", "extrafanart"]),
                   st.integers(0, 2))

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -542,52 +543,78 @@ async def run(
         from artpipe import distributed
 
         return await distributed.run(items, opts, progress=progress)
-    library_path = Path(os.path.realpath(opts.library))
-    if not library_path.is_dir():
-        raise ArtpipeError(
-            f"library folder {opts.library} does not exist; create it or pass the right --library"
-        )
-    db_path = opts.db or default_db_path(library_path)
-    cache_dir = opts.cache_dir or (library_path / ".artpipe" / "cache")
-    metrics = Metrics(trace=opts.trace is not None)
-    stats = RunStats()
-    executor, owned = make_executor(opts.executor, opts.workers)
-    item_workers = opts.item_workers or max(4, opts.concurrency // 4)
-    report_file = open(opts.report, "w", encoding="utf-8") if opts.report else None
-    store = Store(db_path)
-    cache = Cache(cache_dir, max_bytes=opts.cache_bytes)
-    hosts: dict[str, Any] = {}
-    sink = _Sink(store, report_file, stats, metrics, progress, opts.batch_size)
-    try:
-        async with Fetcher(opts.fetch_limits(), metrics=metrics) as fetcher:
+    with ExitStack() as stack:
+        driver = open_driver(opts, progress, stack)
+        executor, owned = make_executor(opts.executor, opts.workers)
+        if owned:
+            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        async with Fetcher(opts.fetch_limits(), metrics=driver.metrics) as fetcher:
             runner = ItemRunner(
-                library=library_path, fetcher=fetcher, cache=cache, executor=executor,
-                metrics=metrics, rows_for=store.artwork_for, originals=opts.originals,
-                refresh=opts.refresh, quality=opts.quality,
+                library=driver.library, fetcher=fetcher, cache=driver.cache,
+                executor=executor, metrics=driver.metrics, rows_for=driver.store.artwork_for,
+                originals=opts.originals, refresh=opts.refresh, quality=opts.quality,
             )
             try:
                 async for outcome in _pipelined(
-                    _iter_items(items, sink.bad_line), runner, item_workers
+                    _iter_items(items, driver.sink.bad_line), runner,
+                    opts.item_workers or max(4, opts.concurrency // 4),
                 ):
-                    sink.add(outcome)
+                    driver.sink.add(outcome)
             finally:
-                sink.flush()
-                hosts = {name: asdict(s) for name, s in fetcher.host_stats().items()}
-    finally:
-        if report_file is not None:
-            report_file.close()
-        store.close()
-        cache.close()
-        if owned:
-            executor.shutdown(wait=True, cancel_futures=True)
-    run_report = RunReport(stats=stats, metrics=metrics, library=library_path, db=db_path,
-                           report_path=opts.report, metrics_path=opts.metrics,
-                           trace_path=opts.trace, hosts=hosts)
-    if opts.metrics:
-        metrics.write_json(opts.metrics)
-    if opts.trace:
-        metrics.write_trace(opts.trace)
-    return run_report
+                driver.sink.flush()
+                driver.hosts.update(
+                    {name: asdict(s) for name, s in fetcher.host_stats().items()}
+                )
+    return driver.finish(opts)
+
+
+@dataclass
+class Driver:
+    """What the driver process holds for a run: the only store writer, and totals."""
+
+    library: Path
+    db: Path
+    store: Store
+    cache: Cache
+    metrics: Metrics
+    stats: RunStats
+    sink: _Sink
+    hosts: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, opts: RunOptions) -> RunReport:
+        """Write the metrics/trace files and build the report (after the stores closed)."""
+        if opts.metrics:
+            self.metrics.write_json(opts.metrics)
+        if opts.trace:
+            self.metrics.write_trace(opts.trace)
+        return RunReport(stats=self.stats, metrics=self.metrics, library=self.library,
+                         db=self.db, report_path=opts.report, metrics_path=opts.metrics,
+                         trace_path=opts.trace, hosts=self.hosts)
+
+
+def open_driver(opts: RunOptions, progress: ProgressCallback | None, stack: ExitStack) -> Driver:
+    """Check the library, open store, cache and report; ``stack`` closes them.
+
+    Synchronous on purpose: a handful of stat/open calls at start-up, before
+    the event loop has anything else to do.
+    """
+    library = Path(os.path.realpath(opts.library))
+    if not library.is_dir():
+        raise ArtpipeError(
+            f"library folder {opts.library} does not exist; create it or pass the right --library"
+        )
+    db = opts.db or default_db_path(library)
+    store = stack.enter_context(Store(db))
+    cache = stack.enter_context(
+        Cache(opts.cache_dir or (library / ".artpipe" / "cache"), max_bytes=opts.cache_bytes)
+    )
+    report: IO[str] | None = None
+    if opts.report:
+        report = stack.enter_context(open(opts.report, "w", encoding="utf-8"))
+    metrics = Metrics(trace=opts.trace is not None)
+    stats = RunStats()
+    sink = _Sink(store, report, stats, metrics, progress, opts.batch_size)
+    return Driver(library, db, store, cache, metrics, stats, sink)
 
 
 async def _pipelined(
