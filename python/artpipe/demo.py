@@ -66,8 +66,7 @@ async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        sockets = site._server.sockets if site._server else []
-        port = sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         yield f"http://127.0.0.1:{port}/art"
     finally:
         await runner.cleanup()
