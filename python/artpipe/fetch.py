@@ -175,6 +175,13 @@ def _plural(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
+def _when(status: int | None, attempt: int) -> str:
+    """ "HTTP 200, after 2 attempts" — the status only when the server sent one."""
+    if status is None:
+        return f"after {_plural(attempt)}"
+    return f"HTTP {status}, after {_plural(attempt)}"
+
+
 def _describe_body(data: bytes) -> str:
     head = data[:24]
     text = head.decode("ascii", "replace").replace("\n", " ").replace("\r", " ")
@@ -227,9 +234,11 @@ class _Inflater:
         if self._obj is None:
             if self.encoding == "deflate":
                 # "deflate" is zlib-wrapped by the RFC but raw in the wild.
-                zlib_header = len(chunk) >= 2 and (chunk[0] & 0x0F) == 8 and (
-                    (chunk[0] << 8) | chunk[1]
-                ) % 31 == 0
+                zlib_header = (
+                    len(chunk) >= 2
+                    and (chunk[0] & 0x0F) == 8
+                    and ((chunk[0] << 8) | chunk[1]) % 31 == 0
+                )
                 self._obj = zlib.decompressobj(15 if zlib_header else -15)
             else:
                 self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -391,9 +400,7 @@ class Fetcher:
             stats = self._stats[host] = HostStats(host)
         return stats
 
-    async def _fetch(
-        self, url: str, etag: str | None, last_modified: str | None
-    ) -> FetchResult:
+    async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         limits = self.limits
         try:
             start = URL(url)
@@ -451,9 +458,7 @@ class Fetcher:
         last_modified = resp.headers.get("Last-Modified")
         if resp.status == 304:
             self._count("http.not_modified")
-            return FetchResult(
-                url, None, 304, etag, last_modified, True, attempt, str(resp.url)
-            )
+            return FetchResult(url, None, 304, etag, last_modified, True, attempt, str(resp.url))
         return FetchResult(
             url, resp.data, resp.status, etag, last_modified, False, attempt, str(resp.url)
         )
@@ -582,7 +587,7 @@ class Fetcher:
             what = _timeout_kind(exc, limits)
             raise _Retryable(
                 FetchTimeoutError(
-                    f"could not fetch {url}: {what} (after {_plural(attempt)}); "
+                    f"could not fetch {url}: {what} ({_when(status, attempt)}); "
                     "the server is slow or unreachable — retry later or raise the timeout",
                     url,
                     status,
@@ -593,7 +598,7 @@ class Fetcher:
             raise _Retryable(
                 FetchError(
                     f"could not fetch {url}: the body ended early or was malformed ({exc}) "
-                    f"(HTTP {status}, after {_plural(attempt)}); the connection is unreliable "
+                    f"({_when(status, attempt)}); the connection is unreliable "
                     "— retry later",
                     url,
                     status,
@@ -604,7 +609,7 @@ class Fetcher:
             raise _Retryable(
                 FetchError(
                     f"could not fetch {url}: connection failed "
-                    f"({type(exc).__name__}: {exc}) (after {_plural(attempt)}); "
+                    f"({type(exc).__name__}: {exc}) ({_when(status, attempt)}); "
                     "check the network or the host name, or retry later",
                     url,
                     status,
@@ -699,7 +704,7 @@ class Fetcher:
                 else:
                     inflater.feed(chunk, parts)
                 if not sniffed:
-                    head = b"".join(parts[:4])[:12]
+                    head = b"".join(parts[:4])[:32]
                     if len(head) >= 12:
                         self._check_image(url, head, status, attempt)
                         sniffed = True

@@ -195,7 +195,8 @@ class _Resource:
 _BOMB_CACHE: dict[int, bytes] = {}
 
 
-def _gzip_bomb(expanded: int) -> bytes:
+def gzip_bomb(expanded: int) -> bytes:
+    """A gzip body that expands to ``expanded`` bytes (JPEG magic first); cached."""
     if expanded not in _BOMB_CACHE:
         co = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31 = gzip container
         parts = [co.compress(b"\xff\xd8\xff\xe0" + b"\0" * 12)]
@@ -380,9 +381,7 @@ class ImageServer:
             self._in_flight_host[host] -= 1
             hit.end = time.monotonic()
 
-    async def _play(
-        self, request: web.Request, res: _Resource, b: Behaviour
-    ) -> web.StreamResponse:
+    async def _play(self, request: web.Request, res: _Resource, b: Behaviour) -> web.StreamResponse:
         if isinstance(b, OK):
             if b.delay:
                 await asyncio.sleep(b.delay)
@@ -398,7 +397,7 @@ class ImageServer:
         if isinstance(b, Body):
             return web.Response(status=b.status, body=b.data, content_type=b.content_type)
         if isinstance(b, GzipBomb):
-            body = _gzip_bomb(b.expanded)
+            body = gzip_bomb(b.expanded)
             return web.Response(
                 body=body, headers={"Content-Type": "image/jpeg", "Content-Encoding": "gzip"}
             )
@@ -510,6 +509,7 @@ __all__: list[Any] = [
     "Stall",
     "Status",
     "distinct_jpeg",
+    "gzip_bomb",
     "gzip_bytes",
     "make_image",
 ]
