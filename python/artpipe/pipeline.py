@@ -140,6 +140,8 @@ class RunOptions:
     item_workers: int | None = None
     batch_size: int = 64
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    shard_size: int = 2000
+    shard_retries: int = 3
 
     def fetch_limits(self) -> FetchLimits:
         base = self.limits or FetchLimits()
@@ -536,12 +538,12 @@ async def run(
 
     Options are the fields of ``RunOptions`` (cache_dir, db, concurrency,
     per_host, executor, workers, originals, refresh, quality, report, metrics,
-    trace, limits, item_workers, batch_size, cache_bytes).
+    trace, limits, item_workers, batch_size, cache_bytes, shard_size, shard_retries).
     """
     opts = RunOptions(library=Path(library), **options)
-    if isinstance(opts.executor, str) and opts.executor.startswith("dask://"):
-        from artpipe import distributed
+    from artpipe import distributed
 
+    if distributed.wants_cluster(opts.executor):
         return await distributed.run(items, opts, progress=progress)
     with ExitStack() as stack:
         driver = open_driver(opts, progress, stack)
