@@ -1,8 +1,10 @@
 """manifest.py: every value shape, every error with its line number, streaming.
 
-Teeth: making ``_items`` read the file with ``handle.read()`` fails
+Teeth (checked by hand on a copy of the package, 2026-11-25): reading lines
+without a cap (``handle.readline()``) fails the huge-line tests and
 ``test_first_item_of_a_big_manifest_is_yielded_without_reading_it_all``;
-dropping the ``len(raw) > max_line_bytes`` branch fails the huge-line tests.
+dropping the ``len(raw) > max_line_bytes`` branch fails the huge-line tests;
+dropping the ``..`` check in ``naming.path_problem`` fails the ``'..'`` cases here.
 """
 
 from __future__ import annotations
@@ -303,7 +305,56 @@ def test_line_of_exactly_the_limit_is_accepted(tmp_path: Path) -> None:
     assert [i.line for i in items] == [1] and [e.line for e in errors] == [2]
 
 
-def test_huge_line_is_not_buffered_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class CountingHandle:
+    """Wraps the manifest's file: counts every byte handed out, and the largest read.
+
+    Only the methods a streaming reader needs exist, so a reader that calls
+    ``read()``/``readlines()`` or iterates without a cap fails here.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.total = 0
+        self.largest = 0
+
+    def readline(self, size: int = -1) -> bytes:
+        assert size > 0, "manifest lines must be read with a size cap"
+        data: bytes = self.handle.readline(size)
+        self.total += len(data)
+        self.largest = max(self.largest, len(data))
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.handle.closed)
+
+    def __enter__(self) -> CountingHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[CountingHandle]:
+    """Every file iter_manifest opens, wrapped in a CountingHandle."""
+    import artpipe.manifest as mod
+
+    opened: list[CountingHandle] = []
+    real_open = open
+
+    def fake_open(path: Any, mode: str) -> CountingHandle:
+        opened.append(CountingHandle(real_open(path, mode)))
+        return opened[-1]
+
+    monkeypatch.setattr(mod, "open", fake_open, raising=False)
+    return opened
+
+
+def test_huge_line_is_not_buffered_whole(tmp_path: Path, counted: list[CountingHandle]) -> None:
     """A 64 MB line with a 1 KB limit is skipped while reading in bounded chunks."""
     manifest = tmp_path / "m.jsonl"
     with open(manifest, "wb") as out:
@@ -313,48 +364,27 @@ def test_huge_line_is_not_buffered_whole(tmp_path: Path, monkeypatch: pytest.Mon
             out.write(chunk)
         out.write(b'"}\n')
         out.write(json.dumps(movie()).encode() + b"\n")
-    reads: list[int] = []
-    real_open = open
-
-    class Spy:
-        def __init__(self, handle: Any) -> None:
-            self.handle = handle
-
-        def readline(self, size: int = -1) -> bytes:
-            assert size > 0, "manifest lines must be read with a size cap"
-            data: bytes = self.handle.readline(size)
-            reads.append(len(data))
-            return data
-
-        def __enter__(self) -> Spy:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.handle.close()
-
-    import artpipe.manifest as mod
-
-    monkeypatch.setattr(mod, "open", lambda p, m: Spy(real_open(p, m)), raising=False)
     items, errors = collect(manifest, max_line_bytes=1024)
     assert len(items) == 1 and [e.line for e in errors] == [1]
-    assert max(reads) <= 1 << 16
+    assert counted[0].largest <= 1 << 16
 
 
-def test_first_item_of_a_big_manifest_is_yielded_without_reading_it_all(tmp_path: Path) -> None:
+def test_first_item_of_a_big_manifest_is_yielded_without_reading_it_all(
+    tmp_path: Path, counted: list[CountingHandle]
+) -> None:
     manifest = tmp_path / "big.jsonl"
     line = json.dumps(movie(art={"poster": "https://a.example/p.jpg"})).encode() + b"\n"
     with open(manifest, "wb") as out:
         out.write(line * 200_000)  # ~30 MB
-    size = manifest.stat().st_size
+    assert manifest.stat().st_size > 20 << 20
     it = iter_manifest(manifest)
     first = next(it)
     assert first.line == 1
-    frame = it.gi_frame  # type: ignore[attr-defined]
-    handle = frame.f_locals["handle"]
-    assert handle.tell() < 1 << 20, "the whole file was read for one item"
-    assert size > 20 << 20
+    assert counted[0].total < 1 << 20, "the whole file was read for one item"
+    second = next(it)
+    assert second.line == 2 and counted[0].total == 2 * len(line)
     it.close()  # type: ignore[attr-defined]
-    assert handle.closed
+    assert counted[0].closed
 
 
 @pytest.mark.parametrize("setup", ["missing", "directory", "unreadable"])

@@ -3,10 +3,12 @@
 Invariant 7's planning side lives here too: the extension, output format and
 default size box of every art type (the box the pipeline hands to render).
 
-Teeth: replacing ``os.path.realpath`` with ``os.path.abspath`` in
-``naming._checked`` fails ``test_symlink_escapes_are_refused`` and the hostile
-path property; dropping the ``..`` check in ``path_problem`` fails
-``test_lexical_escapes_are_refused``.
+Teeth (checked by hand on a copy of the package, 2026-11-25): resolving with
+``os.path.abspath`` instead of ``os.path.realpath`` in ``naming._checked`` fails
+``test_symlink_escapes_are_refused``, ``test_symlinked_library_root_is_resolved_first``
+and the hostile-path property; dropping the ``..`` check in ``path_problem``
+fails ``test_lexical_escapes_are_refused`` (the realpath check still keeps the
+property green: two layers, each tested on its own).
 """
 
 from __future__ import annotations

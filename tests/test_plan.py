@@ -13,14 +13,20 @@ sources and the fetched bytes — it has no origin to call — writes, removes a
 records. A save step that needed bytes nobody fetched (the seed's bug) raises
 ``SaveWouldFetch``.
 
-Teeth (checked by hand, 2026-11-25): letting a cached THUMB satisfy an
-original in ``resolve`` (``if state.cache is not CacheState.NONE: return
-Cache(...)``) fails ``test_thumb_in_cache_never_satisfies_an_original``,
-``test_resolve_safety_rules``, ``test_second_plan_after_a_run_has_nothing_to_do``
-and the state machine in test_plan_state.py; keeping a file recorded for any
-URL (dropping ``recorded.url == slot.url``) fails the stale-file tests and
-invariant 4; trusting ``recorded`` without ``file_exists`` fails
-``test_scenario1_*`` with ``SaveWouldFetch``.
+Teeth (checked by hand on a copy of the package, 2026-11-25, ci profile):
+- a cached THUMB satisfying an original (``if state.cache is not
+  CacheState.NONE: return Cache(...)``) fails
+  ``test_thumb_in_cache_never_satisfies_an_original``, ``test_resolve_safety_rules``,
+  ``test_resolve_priority``, scenario 2 [thumb-only-cache], invariant 4 and the
+  state machine (test_plan_state.py);
+- keeping a file recorded for any URL (no ``recorded.url == slot.url``) fails
+  ``test_file_recorded_for_a_different_url_is_stale``, scenario 2 [stale-file],
+  invariant 4 and the state machine;
+- trusting the record without ``file_exists`` fails ``test_scenario1_*``
+  (the save step is handed a LocalFile that is gone) and the state machine;
+- skipping the surplus removals in ``plan_item`` fails ``test_scenario3_*``,
+  ``test_surplus_found_only_on_disk_or_only_in_the_store_is_removed``,
+  invariant 4 and the state machine.
 """
 
 from __future__ import annotations
