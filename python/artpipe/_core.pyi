@@ -1,0 +1,37 @@
+"""Typed surface of the Rust extension ``artpipe._core`` (hand-written, checked by stubtest).
+
+Private: call ``artpipe.probe/render/write_image/decode`` instead, which validate arguments
+and wrap results in dataclasses.
+"""
+
+import os
+
+__all__ = ["__version__", "_debug_panic", "decode", "probe", "render", "write_image"]
+
+__version__: str
+
+def probe(data: bytes) -> tuple[str, int, int, int]: ...
+def render(
+    data: bytes,
+    *,
+    max_size: tuple[int, int] | None = None,
+    format: str | None = None,
+    quality: int = 90,
+    max_pixels: int = 100_000_000,
+) -> bytes: ...
+def write_image(
+    data: bytes,
+    path: str | os.PathLike[str],
+    *,
+    max_size: tuple[int, int] | None = None,
+    format: str | None = None,
+    quality: int = 90,
+    max_pixels: int = 100_000_000,
+) -> tuple[str, str, int, int, int, str, bool]: ...
+def decode(
+    data: bytes,
+    *,
+    max_size: tuple[int, int] | None = None,
+    max_pixels: int = 100_000_000,
+) -> tuple[bytearray, int, int, int]: ...
+def _debug_panic(message: str) -> None: ...

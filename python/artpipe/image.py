@@ -1,0 +1,170 @@
+"""The image API: probe, render, write_image, decode.
+
+Thin wrappers over the Rust core (``artpipe._core``): they check arguments here, so a bad
+value is a ``ValueError`` that names it, make exactly one call into Rust (which releases the
+GIL for all the work), and wrap the plain tuples that come back in ``models`` dataclasses.
+Errors are the classes of ``artpipe.errors`` (raised by Rust itself): ``DecodeError``,
+``UnsupportedFormatError``, ``ImageTooLargeError``, ``EncodeError``, ``SaveError`` and,
+for a bug in the core, ``InternalError``. Every function is safe to call from many threads
+at once and from a spawn-context process pool; arguments and results pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Literal
+
+from artpipe import _core
+from artpipe.models import ImageInfo, SavedImage
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["DEFAULT_MAX_PIXELS", "OutputFormat", "decode", "probe", "render", "write_image"]
+
+OutputFormat = Literal["jpeg", "png"]
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images whose header declares more pixels are refused before decoding (ImageTooLargeError)."""
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+
+
+def _data(data: bytes | bytearray | memoryview) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, not {type(data).__name__}")
+
+
+def _max_size(max_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    if max_size is None:
+        return None
+    try:
+        width, height = max_size
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"max_size must be a (width, height) pair of positive ints or None, not {max_size!r}"
+        ) from None
+    for value in (width, height):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _U32:
+            raise ValueError(
+                f"max_size must be a (width, height) pair of positive ints, not {max_size!r}"
+            )
+    return (width, height)
+
+
+def _format(format: str | None) -> OutputFormat | None:
+    if format is None:
+        return None
+    if format == "jpeg" or format == "png":
+        return format
+    raise ValueError(f"format must be 'jpeg', 'png' or None, not {format!r}")
+
+
+def _quality(quality: int) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int from 1 to 100, not {quality!r}")
+    return quality
+
+
+def _max_pixels(max_pixels: int) -> int:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels:
+        raise ValueError(f"max_pixels must be a positive int, not {max_pixels!r}")
+    return min(max_pixels, _U64)
+
+
+def probe(data: bytes) -> ImageInfo:
+    """Format ("jpeg", "png", "webp" or "gif"), size and EXIF orientation from the header only.
+
+    No pixels are decoded, so a damaged body can still probe fine; width and height are as
+    stored, before the orientation (1..8) is applied.
+    """
+    format, width, height, orientation = _core.probe(_data(data))
+    return ImageInfo(format=format, width=width, height=height, orientation=orientation)
+
+
+def render(
+    data: bytes,
+    *,
+    max_size: tuple[int, int] | None = None,
+    format: OutputFormat | None = None,
+    quality: int = 90,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bytes:
+    """Decode, apply EXIF orientation, shrink to fit ``max_size`` and encode.
+
+    ``max_size`` is a (width, height) box: the aspect ratio is kept (±1 px) and images are
+    never enlarged. ``format`` None keeps a JPEG or PNG source's format; other sources become
+    JPEG, or PNG when they have transparency. A source that already is the target format,
+    upright and within the box comes back unchanged (after it is checked to decode fully).
+    """
+    return _core.render(
+        _data(data),
+        max_size=_max_size(max_size),
+        format=_format(format),
+        quality=_quality(quality),
+        max_pixels=_max_pixels(max_pixels),
+    )
+
+
+def write_image(
+    data: bytes,
+    path: str | os.PathLike[str],
+    *,
+    max_size: tuple[int, int] | None = None,
+    format: OutputFormat | None = None,
+    quality: int = 90,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SavedImage:
+    """``render`` and write the result to ``path`` atomically, in one call that releases the GIL.
+
+    The file is written to ``.<name>.<random>.artpipe-tmp`` beside the target, flushed to disk,
+    renamed over the target and the directory flushed: readers see the complete old file or the
+    complete new one. On any error the old file is untouched and no temp file is left. A
+    directory or FIFO at ``path``, or a missing parent directory, is a ``SaveError``; no
+    directories are created.
+    """
+    fs_path = os.fspath(path)
+    if not isinstance(fs_path, str):
+        raise TypeError(f"path must be str or os.PathLike[str], not {type(fs_path).__name__}")
+    out_path, out_format, width, height, size, sha256, passthrough = _core.write_image(
+        _data(data),
+        fs_path,
+        max_size=_max_size(max_size),
+        format=_format(format),
+        quality=_quality(quality),
+        max_pixels=_max_pixels(max_pixels),
+    )
+    return SavedImage(
+        path=out_path,
+        format=out_format,
+        width=width,
+        height=height,
+        bytes=size,
+        sha256=sha256,
+        passthrough=passthrough,
+    )
+
+
+def decode(
+    data: bytes,
+    *,
+    max_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> npt.NDArray[np.uint8]:
+    """Upright pixels as a writable numpy array of shape (height, width, channels), uint8.
+
+    Channels are 3 (RGB) or 4 (RGBA, straight alpha, when the source has an alpha channel).
+    Grayscale sources come back as 3 identical channels; CMYK JPEGs are converted to RGB.
+    ``max_size`` shrinks the image to fit, as in ``render``.
+    """
+    import numpy as np
+
+    buffer, height, width, channels = _core.decode(
+        _data(data), max_size=_max_size(max_size), max_pixels=_max_pixels(max_pixels)
+    )
+    return np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, channels)

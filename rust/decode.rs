@@ -1,0 +1,759 @@
+//! Sniff, probe and decode: bytes in, RGB/RGBA pixels out, with nothing trusted on the way.
+//!
+//! The format comes from magic bytes only (never a file name or Content-Type), and the pixel
+//! count comes from the header and is checked against the caller's limit BEFORE any pixel
+//! buffer is allocated: without that, a 200-byte PNG declaring 100000x100000 would make us
+//! try to allocate 40 GB. JPEG is decoded by libjpeg-turbo with DCT-domain scaling (1/2, 1/4,
+//! 1/8) whenever the caller will shrink the image anyway — most of our speed over Pillow.
+//! Every failure is a `CoreError` whose message says what was wrong with the bytes.
+
+use std::io::Cursor;
+
+use crate::error::{CoreError, CoreResult};
+
+/// Image formats the core reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+}
+
+impl Format {
+    /// Lower-case name used in the Python API ("jpeg", "png", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+            Format::Gif => "gif",
+        }
+    }
+
+    /// Upper-case name used in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Jpeg => "JPEG",
+            Format::Png => "PNG",
+            Format::Webp => "WebP",
+            Format::Gif => "GIF",
+        }
+    }
+}
+
+/// What the header says, without decoding pixels. Width and height are as stored (before
+/// the EXIF orientation is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+    /// EXIF orientation 1..=8 (1 when absent or unreadable).
+    pub orientation: u8,
+}
+
+impl Header {
+    /// Width and height after the EXIF orientation is applied (5..8 swap the axes).
+    pub fn oriented_size(&self) -> (u32, u32) {
+        if self.orientation >= 5 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+
+    /// Refuse images whose header declares more than `limit` pixels.
+    pub fn check_limit(&self, limit: u64) -> CoreResult<()> {
+        let pixels = u64::from(self.width) * u64::from(self.height);
+        if pixels > limit {
+            return Err(CoreError::TooLarge {
+                format: self.format.label(),
+                width: self.width,
+                height: self.height,
+                pixels,
+                limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decoded pixels: 8-bit RGB (3 channels) or RGBA (4 channels, straight alpha), row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    /// True when some pixel is not fully opaque.
+    pub fn has_alpha(&self) -> bool {
+        self.channels == 4 && self.data.chunks_exact(4).any(|p| p.get(3) != Some(&255))
+    }
+}
+
+/// Describe the first bytes of a body for a message: printable ASCII quoted, else hex.
+fn describe_start(data: &[u8]) -> String {
+    let head = data.get(..16).unwrap_or(data);
+    if head
+        .iter()
+        .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t')
+    {
+        format!("\"{}\"", String::from_utf8_lossy(head))
+    } else {
+        let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("bytes {}", hex.join(" "))
+    }
+}
+
+/// Identify the format from magic bytes only.
+pub fn sniff(data: &[u8]) -> CoreResult<Format> {
+    if data.is_empty() {
+        return Err(CoreError::decode(
+            "image",
+            "the body is empty (0 bytes); the download probably failed",
+        ));
+    }
+    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(Format::Jpeg);
+    }
+    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(Format::Png);
+    }
+    if data.len() >= 12 && data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP") {
+        return Ok(Format::Webp);
+    }
+    if data.starts_with(b"GIF87a") || data.starts_with(b"GIF89a") {
+        return Ok(Format::Gif);
+    }
+    // Too short to tell: a prefix of a known signature is a truncated image, not "unknown".
+    let prefixes: [(&[u8], &'static str); 5] = [
+        (b"\xFF\xD8\xFF", "JPEG"),
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"RIFF", "WebP"),
+        (b"GIF87a", "GIF"),
+        (b"GIF89a", "GIF"),
+    ];
+    for (magic, label) in prefixes {
+        if data.len() < magic.len() && magic.starts_with(data) {
+            return Err(CoreError::decode(
+                label,
+                format!("only {} bytes; the file is truncated", data.len()),
+            ));
+        }
+    }
+    Err(CoreError::Unsupported {
+        reason: unsupported_reason(data),
+    })
+}
+
+fn unsupported_reason(data: &[u8]) -> String {
+    let start = describe_start(data);
+    let trimmed: Vec<u8> = data
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace() || **b == 0xEF || **b == 0xBB || **b == 0xBF)
+        .take(64)
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let known: Option<&str> = if trimmed.starts_with(b"<!doctype html")
+        || trimmed.starts_with(b"<html")
+        || trimmed.starts_with(b"<head")
+        || trimmed.starts_with(b"<body")
+    {
+        Some("an HTML page: an error page, not an image")
+    } else if trimmed.starts_with(b"<svg") || trimmed.starts_with(b"<?xml") {
+        Some("SVG/XML: a text document, which artpipe does not rasterise")
+    } else if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
+        Some("JSON text: an API error, not an image")
+    } else if data.starts_with(b"BM") {
+        Some("a BMP image, which artpipe does not read")
+    } else if data.starts_with(b"II*\0") || data.starts_with(b"MM\0*") {
+        Some("a TIFF image, which artpipe does not read")
+    } else if data.get(4..8) == Some(b"ftyp") {
+        Some("an ISO-BMFF file (AVIF, HEIC or MP4), which artpipe does not read")
+    } else if data.starts_with(&[0xFF, 0x0A]) || data.starts_with(b"\0\0\0\x0cJXL ") {
+        Some("a JPEG XL image, which artpipe does not read")
+    } else if data.starts_with(&[0, 0, 1, 0]) {
+        Some("an ICO icon, which artpipe does not read")
+    } else {
+        None
+    };
+    match known {
+        Some(what) => format!("not a supported image: body starts with {start} ({what})"),
+        None => format!(
+            "not a supported image: body starts with {start}, which is no JPEG, PNG, WebP or GIF \
+             signature ({} bytes)",
+            data.len()
+        ),
+    }
+}
+
+/// Read format, size and orientation from the header only.
+pub fn probe(data: &[u8]) -> CoreResult<Header> {
+    let format = sniff(data)?;
+    let (width, height, exif) = match format {
+        Format::Jpeg => probe_jpeg(data)?,
+        Format::Png => probe_png(data)?,
+        Format::Webp => probe_webp(data)?,
+        Format::Gif => probe_gif(data)?,
+    };
+    if width == 0 || height == 0 {
+        return Err(CoreError::decode(
+            format.label(),
+            format!("the header declares an empty image ({width}x{height})"),
+        ));
+    }
+    let orientation = exif.map_or(1, orientation_from_exif);
+    Ok(Header {
+        format,
+        width,
+        height,
+        orientation,
+    })
+}
+
+fn be16(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(2)?)?;
+    Some(u32::from(u16::from_be_bytes([*b.first()?, *b.get(1)?])))
+}
+
+fn be32(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+fn le16(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(2)?)?;
+    Some(u32::from(u16::from_le_bytes([*b.first()?, *b.get(1)?])))
+}
+
+fn le24(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(3)?)?;
+    Some(u32::from(*b.first()?) | u32::from(*b.get(1)?) << 8 | u32::from(*b.get(2)?) << 16)
+}
+
+fn le32(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+type Probed<'a> = (u32, u32, Option<&'a [u8]>);
+
+/// Walk JPEG markers up to the frame header (SOFn), picking up an EXIF APP1 on the way.
+fn probe_jpeg(data: &[u8]) -> CoreResult<Probed<'_>> {
+    let truncated = || {
+        CoreError::decode(
+            "JPEG",
+            "the file ends inside its header, before the frame size (SOF); it is truncated",
+        )
+    };
+    let mut pos = 2usize;
+    let mut exif: Option<&[u8]> = None;
+    loop {
+        // Markers are 0xFF followed by a non-0xFF code; extra 0xFF bytes are fill.
+        if *data.get(pos).ok_or_else(truncated)? != 0xFF {
+            return Err(CoreError::decode(
+                "JPEG",
+                format!("corrupt header: expected a marker at byte {pos}"),
+            ));
+        }
+        while data.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let marker = *data.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        match marker {
+            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
+            0xD9 | 0xDA => {
+                return Err(CoreError::decode(
+                    "JPEG",
+                    "corrupt header: image data starts before the frame size (SOF)",
+                ))
+            }
+            _ => {}
+        }
+        let len = be16(data, pos).ok_or_else(truncated)? as usize;
+        if len < 2 {
+            return Err(CoreError::decode(
+                "JPEG",
+                format!("corrupt header: segment length {len} at byte {pos}"),
+            ));
+        }
+        let body = data.get(pos + 2..pos + len).ok_or_else(truncated)?;
+        match marker {
+            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
+                let height = be16(body, 1).ok_or_else(truncated)?;
+                let width = be16(body, 3).ok_or_else(truncated)?;
+                return Ok((width, height, exif));
+            }
+            0xE1 if exif.is_none() && body.starts_with(b"Exif\0\0") => {
+                exif = body.get(6..);
+            }
+            _ => {}
+        }
+        pos += len;
+    }
+}
+
+/// Read IHDR, then walk chunks up to the first IDAT for an eXIf chunk.
+fn probe_png(data: &[u8]) -> CoreResult<Probed<'_>> {
+    let truncated = || CoreError::decode("PNG", "the file ends inside its header; it is truncated");
+    if data.get(12..16).ok_or_else(truncated)? != b"IHDR" {
+        return Err(CoreError::decode(
+            "PNG",
+            "corrupt header: the first chunk is not IHDR",
+        ));
+    }
+    let width = be32(data, 16).ok_or_else(truncated)?;
+    let height = be32(data, 20).ok_or_else(truncated)?;
+    if data.len() < 33 {
+        return Err(truncated());
+    }
+    let mut exif = None;
+    let mut pos = 33usize;
+    while let (Some(len), Some(kind)) = (be32(data, pos), data.get(pos + 4..pos + 8)) {
+        if kind == b"IDAT" || kind == b"IEND" {
+            break;
+        }
+        let start = pos + 8;
+        let end = start.saturating_add(len as usize);
+        if kind == b"eXIf" {
+            exif = data.get(start..end);
+            break;
+        }
+        pos = end.saturating_add(4);
+    }
+    Ok((width, height, exif))
+}
+
+/// Read the first chunk (VP8, VP8L or VP8X), and for VP8X find the EXIF chunk.
+fn probe_webp(data: &[u8]) -> CoreResult<Probed<'_>> {
+    let truncated =
+        || CoreError::decode("WebP", "the file ends inside its header; it is truncated");
+    let kind = data.get(12..16).ok_or_else(truncated)?;
+    let body = 20usize;
+    match kind {
+        b"VP8 " => {
+            if data.get(body + 3..body + 6).ok_or_else(truncated)? != [0x9d, 0x01, 0x2a] {
+                return Err(CoreError::decode(
+                    "WebP",
+                    "corrupt header: missing the VP8 start code",
+                ));
+            }
+            let width = le16(data, body + 6).ok_or_else(truncated)? & 0x3fff;
+            let height = le16(data, body + 8).ok_or_else(truncated)? & 0x3fff;
+            Ok((width, height, None))
+        }
+        b"VP8L" => {
+            if data.get(body) != Some(&0x2f) {
+                return Err(CoreError::decode(
+                    "WebP",
+                    "corrupt header: missing the VP8L signature",
+                ));
+            }
+            let bits = le32(data, body + 1).ok_or_else(truncated)?;
+            Ok(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1, None))
+        }
+        b"VP8X" => {
+            let flags = *data.get(body).ok_or_else(truncated)?;
+            let width = le24(data, body + 4).ok_or_else(truncated)? + 1;
+            let height = le24(data, body + 7).ok_or_else(truncated)? + 1;
+            let mut exif = None;
+            if flags & 0x08 != 0 {
+                let mut pos = 12usize;
+                while let (Some(k), Some(len)) = (data.get(pos..pos + 4), le32(data, pos + 4)) {
+                    let start = pos + 8;
+                    let end = start.saturating_add(len as usize);
+                    if k == b"EXIF" {
+                        exif = data
+                            .get(start..end)
+                            .map(|e| e.strip_prefix(b"Exif\0\0").unwrap_or(e));
+                        break;
+                    }
+                    pos = end.saturating_add(len as usize & 1);
+                }
+            }
+            Ok((width, height, exif))
+        }
+        other => Err(CoreError::decode(
+            "WebP",
+            format!(
+                "unknown first chunk {:?}; expected VP8, VP8L or VP8X",
+                String::from_utf8_lossy(other)
+            ),
+        )),
+    }
+}
+
+fn probe_gif(data: &[u8]) -> CoreResult<Probed<'_>> {
+    let truncated = || CoreError::decode("GIF", "the file ends inside its header; it is truncated");
+    let width = le16(data, 6).ok_or_else(truncated)?;
+    let height = le16(data, 8).ok_or_else(truncated)?;
+    Ok((width, height, None))
+}
+
+/// EXIF orientation from a TIFF-structured EXIF block; 1 when absent, invalid or out of range.
+/// A broken EXIF block must not make a good image fail, so errors here are ignored.
+fn orientation_from_exif(tiff: &[u8]) -> u8 {
+    let Ok(exif) = exif::Reader::new().read_raw(tiff.to_vec()) else {
+        return 1;
+    };
+    exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .and_then(|f| f.value.get_uint(0))
+        .and_then(|v| u8::try_from(v).ok())
+        .filter(|v| (1..=8).contains(v))
+        .unwrap_or(1)
+}
+
+/// Smallest DCT scale (1/8, 1/4, 1/2, else 1) whose output still covers `target`, so the
+/// final Lanczos pass only ever shrinks.
+pub fn jpeg_scale_denominator(width: u32, height: u32, target: (u32, u32)) -> u32 {
+    for denom in [8u32, 4, 2] {
+        let sw = width.div_ceil(denom);
+        let sh = height.div_ceil(denom);
+        if sw >= target.0 && sh >= target.1 {
+            return denom;
+        }
+    }
+    1
+}
+
+/// Decode to RGB/RGBA. `target` (in stored orientation) lets JPEG decode at a DCT scale that
+/// still covers it; other formats decode at full size. Call `Header::check_limit` first.
+pub fn decode(data: &[u8], header: &Header, target: Option<(u32, u32)>) -> CoreResult<Pixels> {
+    match header.format {
+        Format::Jpeg => {
+            let denom = target.map_or(1, |t| {
+                jpeg_scale_denominator(header.width, header.height, t)
+            });
+            decode_jpeg(data, denom)
+        }
+        Format::Png | Format::Webp | Format::Gif => decode_other(data, header),
+    }
+}
+
+/// Check that the bytes decode completely, as cheaply as possible: JPEG at 1/8 DCT scale
+/// still Huffman-decodes every block, so truncation and corrupt entropy data are caught.
+pub fn validate(data: &[u8], header: &Header) -> CoreResult<()> {
+    match header.format {
+        Format::Jpeg => decode_jpeg(data, 8).map(drop),
+        _ => decode_other(data, header).map(drop),
+    }
+}
+
+fn jpeg_error(err: &turbojpeg::Error) -> CoreError {
+    let text = err.to_string();
+    let text = text.strip_prefix("TurboJPEG error: ").unwrap_or(&text);
+    let lower = text.to_ascii_lowercase();
+    let reason = if lower.contains("premature end") {
+        format!(
+            "the data ends before the image is complete; the file is truncated (libjpeg: {text})"
+        )
+    } else {
+        format!("corrupt or unsupported data (libjpeg: {text})")
+    };
+    CoreError::decode("JPEG", reason)
+}
+
+/// libjpeg reports some damage only as a warning (the decode "succeeds" with grey blocks).
+/// We treat warnings as failures, except extraneous bytes between markers, which are harmless
+/// and common in files from old cameras.
+fn is_benign_jpeg_warning(err: &turbojpeg::Error) -> bool {
+    err.to_string().contains("extraneous bytes before marker")
+}
+
+fn decode_jpeg(data: &[u8], denom: u32) -> CoreResult<Pixels> {
+    use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
+
+    let mut decompressor = Decompressor::new().map_err(|e| jpeg_error(&e))?;
+    let header = decompressor.read_header(data).map_err(|e| jpeg_error(&e))?;
+    let factor = if header.is_lossless || denom <= 1 {
+        ScalingFactor::ONE
+    } else {
+        ScalingFactor::new(1, denom as usize)
+    };
+    decompressor
+        .set_scaling_factor(factor)
+        .map_err(|e| jpeg_error(&e))?;
+    let scaled = header.scaled(factor);
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let format = if cmyk {
+        PixelFormat::CMYK
+    } else {
+        PixelFormat::RGB
+    };
+    let pitch = scaled
+        .width
+        .checked_mul(format.size())
+        .ok_or_else(|| CoreError::decode("JPEG", "image width overflows"))?;
+    let len = pitch
+        .checked_mul(scaled.height)
+        .ok_or_else(|| CoreError::decode("JPEG", "image size overflows"))?;
+    let mut pixels = vec![0u8; len];
+    let image = Image {
+        pixels: pixels.as_mut_slice(),
+        width: scaled.width,
+        pitch,
+        height: scaled.height,
+        format,
+    };
+    if let Err(err) = decompressor.decompress(data, image) {
+        if !is_benign_jpeg_warning(&err) {
+            return Err(jpeg_error(&err));
+        }
+    }
+    let width = u32::try_from(scaled.width)
+        .map_err(|_| CoreError::decode("JPEG", "image width overflows"))?;
+    let height = u32::try_from(scaled.height)
+        .map_err(|_| CoreError::decode("JPEG", "image height overflows"))?;
+    let data = if cmyk { cmyk_to_rgb(&pixels) } else { pixels };
+    Ok(Pixels {
+        width,
+        height,
+        channels: 3,
+        data,
+    })
+}
+
+/// Adobe CMYK JPEGs (the only kind in the wild) store inverted ink values, so each channel
+/// is already "amount of white": R = C' * K' / 255. This matches Pillow and browsers.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        if let [c, m, y, k] = *px {
+            let k = u32::from(k);
+            for v in [c, m, y] {
+                // (v*k + 127) / 255 with exact rounding, never above 255.
+                let t = u32::from(v) * k + 128;
+                out.push(((t + (t >> 8)) >> 8) as u8);
+            }
+        }
+    }
+    out
+}
+
+fn image_error(format: Format, err: &image::ImageError) -> CoreError {
+    use image::ImageError;
+    match err {
+        ImageError::Limits(e) => CoreError::decode(
+            format.label(),
+            format!("the image needs more memory than allowed ({e})"),
+        ),
+        ImageError::Unsupported(e) => CoreError::Unsupported {
+            reason: format!("unsupported {} variant: {e}", format.label()),
+        },
+        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            CoreError::decode(
+                format.label(),
+                "the data ends before the image is complete; the file is truncated",
+            )
+        }
+        other => {
+            let text = other.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("eof") || lower.contains("end of") || lower.contains("truncat") {
+                CoreError::decode(
+                    format.label(),
+                    format!("the data ends before the image is complete; the file is truncated ({text})"),
+                )
+            } else {
+                CoreError::decode(format.label(), format!("corrupt data ({text})"))
+            }
+        }
+    }
+}
+
+fn decode_other(data: &[u8], header: &Header) -> CoreResult<Pixels> {
+    use image::codecs::{gif::GifDecoder, png::PngDecoder, webp::WebPDecoder};
+    use image::{DynamicImage, ImageDecoder, Limits};
+
+    let format = header.format;
+    let err = |e: image::ImageError| image_error(format, &e);
+    let mut limits = Limits::default();
+    // The header check already capped the pixel count; this also caps what a decoder may
+    // allocate internally (a GIF frame or a WebP chunk larger than the declared canvas).
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    limits.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
+    let cursor = Cursor::new(data);
+    let image = match format {
+        Format::Png => {
+            let decoder = PngDecoder::with_limits(cursor, limits).map_err(err)?;
+            DynamicImage::from_decoder(decoder).map_err(err)?
+        }
+        Format::Webp => {
+            let mut decoder = WebPDecoder::new(cursor).map_err(err)?;
+            decoder.set_limits(limits).map_err(err)?;
+            DynamicImage::from_decoder(decoder).map_err(err)?
+        }
+        Format::Gif => {
+            let mut decoder = GifDecoder::new(cursor).map_err(err)?;
+            decoder.set_limits(limits).map_err(err)?;
+            DynamicImage::from_decoder(decoder).map_err(err)?
+        }
+        Format::Jpeg => return decode_jpeg(data, 1),
+    };
+    let (width, height) = (image.width(), image.height());
+    let (channels, data) = if image.color().has_alpha() {
+        (4, image.into_rgba8().into_raw())
+    } else {
+        (3, image.into_rgb8().into_raw())
+    };
+    Ok(Pixels {
+        width,
+        height,
+        channels,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg_bytes(width: usize, height: usize) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i % 251) as u8).collect();
+        let image = turbojpeg::Image {
+            pixels: pixels.as_slice(),
+            width,
+            pitch: width * 3,
+            height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2)
+            .unwrap()
+            .to_vec()
+    }
+
+    fn png_bytes(width: u32, height: u32, rgba: bool) -> Vec<u8> {
+        use image::ImageEncoder;
+        let channels = if rgba { 4 } else { 3 };
+        let pixels: Vec<u8> = (0..width * height * channels)
+            .map(|i| (i % 7) as u8)
+            .collect();
+        let mut out = Vec::new();
+        let color = if rgba {
+            image::ExtendedColorType::Rgba8
+        } else {
+            image::ExtendedColorType::Rgb8
+        };
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(&pixels, width, height, color)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn empty_body_is_a_decode_error_that_says_empty() {
+        let err = sniff(b"").unwrap_err();
+        assert!(matches!(err, CoreError::Decode { .. }));
+        assert!(err.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn html_is_unsupported_and_named_as_an_error_page() {
+        let err = sniff(b"<!DOCTYPE html><html><body>404</body></html>").unwrap_err();
+        assert!(matches!(err, CoreError::Unsupported { .. }));
+        let text = err.to_string();
+        assert!(text.contains("\"<!DOCTYPE html"), "{text}");
+        assert!(text.contains("error page"), "{text}");
+    }
+
+    #[test]
+    fn random_bytes_are_unsupported_with_their_hex_start() {
+        let err = sniff(&[0x00, 0x13, 0x37, 0x99, 0x01]).unwrap_err();
+        assert!(err.to_string().contains("00 13 37 99"), "{err}");
+    }
+
+    #[test]
+    fn a_prefix_of_a_signature_is_truncated_not_unknown() {
+        let err = sniff(b"\x89PN").unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn probe_reads_jpeg_size_without_decoding() {
+        let data = jpeg_bytes(37, 21);
+        let h = probe(&data).unwrap();
+        assert_eq!(
+            (h.format, h.width, h.height, h.orientation),
+            (Format::Jpeg, 37, 21, 1)
+        );
+    }
+
+    #[test]
+    fn probe_reads_png_size() {
+        let data = png_bytes(5, 9, true);
+        let h = probe(&data).unwrap();
+        assert_eq!((h.format, h.width, h.height), (Format::Png, 5, 9));
+    }
+
+    #[test]
+    fn tiny_png_declaring_huge_size_is_refused_by_the_limit() {
+        let mut data = png_bytes(1, 1, false);
+        data[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        data[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let h = probe(&data).unwrap();
+        let err = h.check_limit(100_000_000).unwrap_err();
+        assert!(matches!(err, CoreError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn jpeg_decodes_at_dct_scale_covering_the_target() {
+        let data = jpeg_bytes(400, 300);
+        let h = probe(&data).unwrap();
+        assert_eq!(jpeg_scale_denominator(400, 300, (100, 75)), 4);
+        assert_eq!(jpeg_scale_denominator(400, 300, (201, 150)), 1);
+        let px = decode(&data, &h, Some((100, 75))).unwrap();
+        assert_eq!((px.width, px.height, px.channels), (100, 75, 3));
+        assert_eq!(px.data.len(), 100 * 75 * 3);
+    }
+
+    #[test]
+    fn truncated_jpeg_fails_even_at_one_eighth_scale() {
+        let data = jpeg_bytes(256, 256);
+        let cut = &data[..data.len() / 2];
+        let h = probe(cut).unwrap();
+        let err = validate(cut, &h).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn truncated_png_fails() {
+        let data = png_bytes(64, 64, false);
+        let cut = &data[..data.len() - 20];
+        let h = probe(cut).unwrap();
+        assert!(decode(cut, &h, None).is_err());
+    }
+
+    #[test]
+    fn png_alpha_is_kept_as_four_channels() {
+        let data = png_bytes(4, 4, true);
+        let h = probe(&data).unwrap();
+        let px = decode(&data, &h, None).unwrap();
+        assert_eq!(px.channels, 4);
+        assert!(px.has_alpha());
+    }
+
+    #[test]
+    fn cmyk_conversion_matches_inverted_adobe_convention() {
+        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 255]), vec![255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[0, 128, 255, 255]), vec![0, 128, 255]);
+        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 0]), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn exif_orientation_is_read_from_a_tiff_block() {
+        // Little-endian TIFF with one IFD entry: Orientation (0x0112) SHORT = 6.
+        let tiff: Vec<u8> = vec![
+            b'I', b'I', 42, 0, 8, 0, 0, 0, // header, IFD at 8
+            1, 0, // one entry
+            0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, // orientation = 6
+            0, 0, 0, 0, // no next IFD
+        ];
+        assert_eq!(orientation_from_exif(&tiff), 6);
+        assert_eq!(orientation_from_exif(b"garbage"), 1);
+    }
+}

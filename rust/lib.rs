@@ -1,0 +1,161 @@
+//! artpipe's image core. Only this file (and `error.rs`) knows about Python: every function
+//! extracts plain values while attached, releases the GIL (`py.detach`) for all the work,
+//! catches any panic inside the detached closure (so Python sees `InternalError`, never
+//! `PanicException`), and converts the result back. The modules below are plain Rust,
+//! unit-tested by `cargo test` without a Python interpreter; the glue is behind the
+//! `python` feature, which `[tool.maturin]` enables for every wheel build.
+#![forbid(unsafe_code)]
+
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod render;
+pub mod resize;
+pub mod write;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+mod _core {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::path::PathBuf;
+
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use pyo3::types::{PyByteArray, PyBytes};
+
+    use crate::encode::OutFormat;
+    use crate::error::{self, CoreResult};
+    use crate::render::Request;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Run `work` with the GIL released; a panic becomes `InternalError`.
+    fn detached<T: Send>(
+        py: Python<'_>,
+        function: &str,
+        work: impl FnOnce() -> CoreResult<T> + Send,
+    ) -> PyResult<T> {
+        match py.detach(move || catch_unwind(AssertUnwindSafe(work))) {
+            Ok(result) => result.map_err(PyErr::from),
+            Err(payload) => Err(error::internal(function, payload.as_ref())),
+        }
+    }
+
+    fn request(
+        max_size: Option<(u32, u32)>,
+        format: Option<&str>,
+        quality: u8,
+        max_pixels: u64,
+    ) -> PyResult<Request> {
+        let format = match format {
+            None => None,
+            Some(name) => Some(OutFormat::parse(name).ok_or_else(|| {
+                PyValueError::new_err(format!("format must be 'jpeg' or 'png', not {name:?}"))
+            })?),
+        };
+        Ok(Request {
+            max_size,
+            format,
+            quality,
+            max_pixels,
+        })
+    }
+
+    /// Header only: (format, width, height, orientation), width/height as stored.
+    #[pyfunction]
+    fn probe(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<(&'static str, u32, u32, u8)> {
+        let bytes = data.as_bytes();
+        let header = detached(py, "probe", || crate::decode::probe(bytes))?;
+        Ok((
+            header.format.name(),
+            header.width,
+            header.height,
+            header.orientation,
+        ))
+    }
+
+    /// Encoded bytes (the very same bytes object when passed through).
+    #[pyfunction]
+    #[pyo3(signature = (data, *, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
+    fn render<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        max_size: Option<(u32, u32)>,
+        format: Option<&str>,
+        quality: u8,
+        max_pixels: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let req = request(max_size, format, quality, max_pixels)?;
+        let bytes = data.as_bytes();
+        let out = detached(py, "render", || {
+            crate::render::render(bytes, &req)
+                .map(|r| (!r.passthrough).then(|| r.bytes.into_owned()))
+        })?;
+        Ok(match out {
+            Some(encoded) => PyBytes::new(py, &encoded),
+            None => data.clone(),
+        })
+    }
+
+    /// Render and write atomically: (path, format, width, height, bytes, sha256, passthrough).
+    #[pyfunction]
+    #[pyo3(signature = (data, path, *, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
+    #[allow(clippy::type_complexity)]
+    fn write_image(
+        py: Python<'_>,
+        data: &Bound<'_, PyBytes>,
+        path: PathBuf,
+        max_size: Option<(u32, u32)>,
+        format: Option<&str>,
+        quality: u8,
+        max_pixels: u64,
+    ) -> PyResult<(String, &'static str, u32, u32, u64, String, bool)> {
+        let req = request(max_size, format, quality, max_pixels)?;
+        let bytes = data.as_bytes();
+        let saved = detached(py, "write_image", || {
+            crate::render::save(bytes, &path, &req)
+        })?;
+        Ok((
+            saved.path.to_string_lossy().into_owned(),
+            saved.format.name(),
+            saved.width,
+            saved.height,
+            saved.bytes,
+            saved.sha256,
+            saved.passthrough,
+        ))
+    }
+
+    /// Upright pixels: (buffer, height, width, channels), channels 3 (RGB) or 4 (RGBA).
+    #[pyfunction]
+    #[pyo3(signature = (data, *, max_size=None, max_pixels=100_000_000))]
+    fn decode<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        max_size: Option<(u32, u32)>,
+        max_pixels: u64,
+    ) -> PyResult<(Bound<'py, PyByteArray>, u32, u32, u8)> {
+        let bytes = data.as_bytes();
+        let px = detached(py, "decode", || {
+            crate::render::pixels(bytes, max_size, max_pixels)
+        })?;
+        Ok((
+            PyByteArray::new(py, &px.data),
+            px.height,
+            px.width,
+            px.channels,
+        ))
+    }
+
+    /// Panics on purpose (inside the detached, guarded closure): lets the tests prove that a
+    /// Rust panic reaches Python as artpipe.errors.InternalError. Not part of the API.
+    #[pyfunction]
+    fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
+        detached(py, "_debug_panic", move || -> CoreResult<()> {
+            panic!("{message}")
+        })
+    }
+}
