@@ -10,7 +10,6 @@ dropping the ``..`` check in ``naming.path_problem`` fails the ``'..'`` cases he
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +182,9 @@ BAD_ITEMS: list[tuple[Any, str]] = [
     ({"id": "s", "type": "season", "path": "TV/Show", "season": 1.5}, '"season"'),
     (movie(art=["https://a.example/p.jpg"]), '"art" must be an object'),
     (movie(art={"cover": "https://a.example/p.jpg"}), "unknown art type 'cover'"),
-    (movie(art={"poster": ["https://a.example/p.jpg"]}), '"art.poster" takes one image'),
-    (movie(art={"poster": 5}), '"art.poster" must be a URL string'),
-    (movie(art={"poster": {"thumb": "https://a.example/t"}}), '"art.poster".url'),
+    (movie(art={"poster": ["https://a.example/p.jpg"]}), "art.poster takes one image"),
+    (movie(art={"poster": 5}), "art.poster must be a URL string"),
+    (movie(art={"poster": {"thumb": "https://a.example/t"}}), "art.poster.url"),
     (movie(art={"poster": {"url": "https://a.example/p", "x": 1}}), "unknown keys ['x']"),
     (movie(art={"poster": {"url": "https://a.example/p", "thumb": 3}}), ".thumb"),
     (movie(art={"poster": {"url": "https://a.example/p", "thumb": "ftp://a/t"}}), ".thumb"),
@@ -198,9 +197,9 @@ BAD_ITEMS: list[tuple[Any, str]] = [
     (movie(art={"poster": ""}), "empty"),
     (movie(art={"poster": "http://[::1/p"}), "not a valid URL"),
     (movie(art={"poster": "http://a.example:99999/p"}), "not a valid URL"),
-    (movie(art={"extrafanart": ["https://a.example/1", None]}), '"art.extrafanart"[1] is null'),
-    (movie(art={"extrafanart": ["https://a.example/1", "gopher://x/2"]}), '"art.extrafanart"[1]'),
-    (movie(art={"extrathumb": 4}), '"art.extrathumb"'),
+    (movie(art={"extrafanart": ["https://a.example/1", None]}), "art.extrafanart[1] is null"),
+    (movie(art={"extrafanart": ["https://a.example/1", "gopher://x/2"]}), "art.extrafanart[1]"),
+    (movie(art={"extrathumb": 4}), "art.extrathumb"),
     ({"id": "e", "type": "episode", "path": "e.mkv", "art": {"poster": None}}, "cannot have"),
     (
         {"id": "s", "type": "season", "path": "TV/S", "season": 1, "art": {"extrafanart": []}},
@@ -387,24 +386,35 @@ def test_first_item_of_a_big_manifest_is_yielded_without_reading_it_all(
     assert counted[0].closed
 
 
-@pytest.mark.parametrize("setup", ["missing", "directory", "unreadable"])
-def test_unusable_manifest_raises_at_once_with_advice(tmp_path: Path, setup: str) -> None:
+@pytest.mark.parametrize("setup", ["missing", "directory", "unreadable", "other"])
+def test_unusable_manifest_raises_at_once_with_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: str
+) -> None:
+    import artpipe.manifest as mod
+
     target = tmp_path / "m.jsonl"
     if setup == "directory":
         target.mkdir()
-        advice = "directory"
-    elif setup == "unreadable":
-        if os.geteuid() == 0:
-            pytest.skip("root can read anything")
+        advice = "is a directory; pass the .jsonl file"
+    elif setup in ("unreadable", "other"):
         target.write_text("{}\n")
-        target.chmod(0)
-        advice = "permission"
+        error = (
+            PermissionError(13, "Permission denied")
+            if setup == "unreadable"
+            else OSError(5, "Input/output error")
+        )
+
+        def refuse(*args: object) -> object:
+            raise error
+
+        monkeypatch.setattr(mod, "open", refuse, raising=False)
+        advice = "permission denied" if setup == "unreadable" else "Input/output error"
     else:
-        advice = "not found"
+        advice = "not found; check the path"
     with pytest.raises(ManifestError) as info:
         iter_manifest(target)  # no next(): the error must come now
     assert advice in str(info.value)
-    assert info.value.path == str(target)
+    assert info.value.path == str(target) and info.value.line is None
 
 
 # --- properties ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import ast
 import hashlib
 import inspect
 import os
+import pickle
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
@@ -58,6 +59,7 @@ from artpipe.plan import (
     PlannedSlot,
     Recorded,
     Remove,
+    SlotError,
     SlotState,
     Source,
     Web,
@@ -341,6 +343,30 @@ def test_null_removes_only_what_exists() -> None:
     assert isinstance(gone, Nothing) and str(TARGET) in gone.reason
 
 
+def test_plans_survive_pickling(tmp_path: Path) -> None:
+    """Plans and sources cross process pools and Dask workers."""
+    item = movie({"poster": URLS[0]})
+    sources: list[Source] = [
+        Memory(b"x"),
+        Cache(URLS[0]),
+        LocalFile(TARGET),
+        Web(URLS[0], '"e"', "lm"),
+        Remove(TARGET),
+        Nothing("gone"),
+    ]
+    slot = item.slots[0]
+    plan = ItemPlan(
+        item,
+        tuple(PlannedSlot(slot, TARGET, s) for s in sources),
+        (SlotError(slot, UnsafePathError("outside", "/x")),),
+    )
+    back = pickle.loads(pickle.dumps(plan))
+    assert back.slots == plan.slots and back.item == item
+    assert str(back.errors[0].error) == "outside" and back.errors[0].error.args == ("outside", "/x")
+    state = SlotState(TARGET, True, Recorded(URLS[0], "ab", '"e"'), CacheState.THUMB, b"m", True)
+    assert pickle.loads(pickle.dumps(state)) == state
+
+
 def test_memory_source_does_not_print_its_bytes() -> None:
     assert "x" * 50 not in repr(Memory(b"x" * 1000))
 
@@ -421,6 +447,18 @@ def test_unsafe_paths_become_slot_errors_not_exceptions(world: World) -> None:
     assert plan.slots == ()
     assert [type(e.error) for e in plan.errors] == [UnsafePathError]
     assert plan.errors[0].slot == item.slots[0]
+    # a list on an unsafe path: one error per entry, or one for the list if it has none
+    listed = Item(
+        "x",
+        ContentType.TVSHOW,
+        "escape/Show",
+        slots=(ArtSlot(ArtType.EXTRAFANART, 1, URLS[0]),),
+        lists=frozenset({ArtType.EXTRAFANART, ArtType.EXTRATHUMB}),
+    )
+    plan = plan_item(listed, world.library, world)
+    assert plan.slots == ()
+    assert sorted(e.slot.key for e in plan.errors) == [("extrafanart", 1), ("extrathumb", 1)]
+    assert all(isinstance(e.error, UnsafePathError) for e in plan.errors)
 
 
 def test_art_the_type_cannot_have_is_a_slot_error(world: World) -> None:

@@ -203,8 +203,8 @@ def parse_item(obj: Any, line: int = 0) -> Item:
             raise fail(f'unknown art type {key!r} in "art"; use one of {_ARTS}') from None
         if kind not in ALLOWED_ART[ctype]:
             allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[ctype])
-            raise fail(f"a {ctype.value} cannot have {kind.value!r} art; it takes {allowed}")
-        field = f'"art.{kind.value}"'
+            raise fail(f"{_a(ctype.value)} cannot have {kind.value!r} art; it takes {allowed}")
+        field = f"art.{kind.value}"
         if kind.is_list:
             lists.add(kind)
             for index, (url, thumb) in enumerate(_list_entries(value, field, fail), start=1):
@@ -296,6 +296,10 @@ def validate_url(url: str) -> str | None:
     if not host:
         return "has no host; write it as https://host/path"
     return None
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _is_int(value: Any) -> bool:

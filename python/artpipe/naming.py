@@ -56,7 +56,7 @@ def item_dir(library: Path, item: Item) -> Path:
     """Absolute folder that holds the item's art (the video's folder, or the item folder)."""
     rel = _relative(item)
     folder = rel.parent if item.type in _FILE_TYPES else rel
-    return _checked(library, folder, folder=True)
+    return _checked(library, folder, f"{item.label}: folder", folder=True)
 
 
 def target_path(library: Path, item: Item, art: ArtType, index: int = 0) -> Path:
@@ -77,7 +77,7 @@ def target_path(library: Path, item: Item, art: ArtType, index: int = 0) -> Path
         name = f"{prefix}{suffix}"
     rel = _relative(item)
     folder = rel.parent if item.type in _FILE_TYPES else rel
-    return _checked(library, folder / name)
+    return _checked(library, folder / name, f"{item.label}: {art.value} target")
 
 
 def list_indexes_on_disk(library: Path, item: Item, art: ArtType) -> list[int]:
@@ -108,7 +108,8 @@ def _name_parts(item: Item, art: ArtType) -> tuple[str, str]:
     if art not in ALLOWED_ART[item.type]:
         allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[item.type])
         raise ManifestError(
-            f"{item.label}: a {item.type.value} cannot have {art.value!r} art; it takes {allowed}",
+            f"{item.label}: {_a(item.type.value)} cannot have {art.value!r} art; "
+            f"it takes {allowed}",
             line=item.line or None,
         )
     # extrafanart N -> fanartN, extrathumb N -> thumbN (Kodi's names)
@@ -150,17 +151,21 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 def _relative(item: Item) -> PurePosixPath:
     problem = path_problem(item.path)
     if problem:
         raise UnsafePathError(
-            f"{item.label}: path {problem}: {item.path!r}; give it relative to the library root",
+            f"{item.label}: path {problem}: {item.path!r}; fix the item's path",
             path=item.path,
         )
     return PurePosixPath(item.path)
 
 
-def _checked(library: Path, rel: PurePosixPath, *, folder: bool = False) -> Path:
+def _checked(library: Path, rel: PurePosixPath, what: str, *, folder: bool = False) -> Path:
     """``library / rel`` as an absolute path, refusing anything that resolves outside.
 
     A file must resolve strictly inside the root; a folder may be the root itself
@@ -173,7 +178,7 @@ def _checked(library: Path, rel: PurePosixPath, *, folder: bool = False) -> Path
     inside = real_target.startswith(real_root.rstrip(os.sep) + os.sep)
     if not inside and not (folder and real_target == real_root):
         raise UnsafePathError(
-            f"{target} resolves to {real_target}, outside the library {real_root}; "
+            f"{what} {target} resolves to {real_target}, outside the library {real_root}; "
             "remove the symlink or fix the item's path",
             path=target,
         )

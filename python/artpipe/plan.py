@@ -249,7 +249,9 @@ def plan_item(item: Item, library: Path, facts: Facts, *, refresh: bool = False)
         try:
             surplus.update(n for n in naming.list_indexes_on_disk(library, item, art) if n > keep)
         except ArtpipeError as exc:
-            errors.append(SlotError(ArtSlot(art, keep + 1, None), exc))
+            # already reported on the list's own entries when it has any
+            if not any(e.slot.art is art for e in errors):
+                errors.append(SlotError(ArtSlot(art, keep + 1, None), exc))
         for index in sorted(surplus):
             add(ArtSlot(art, index, None))
 
