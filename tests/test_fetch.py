@@ -100,6 +100,8 @@ async def test_fetch_returns_the_original_bytes_and_validators(srv: ImageServer)
     counters = metrics.counters()
     assert counters["http.requests"] == 1
     assert counters["http.bytes"] == len(data)
+    assert counters["http.requests_in_save"] == 0, "present, and zero"
+    assert counters["http.retries"] == counters["http.429"] == counters["http.not_modified"] == 0
     timers = metrics.timers()
     assert timers["fetch.web"]["count"] == 1
     assert timers["host.127.0.0.1.fetch"]["count"] == 1

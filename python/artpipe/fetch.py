@@ -59,6 +59,14 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES: Final = frozenset({408, 429})
 _THROTTLE_STATUSES: Final = frozenset({429, 503})
 _READ_CHUNK: Final = 256 * 1024
+_COUNTERS: Final = (
+    "http.requests",
+    "http.bytes",
+    "http.retries",
+    "http.not_modified",
+    "http.429",
+    "http.requests_in_save",
+)
 
 
 @dataclass(frozen=True)
@@ -297,6 +305,11 @@ class Fetcher:
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Fetcher:
+        if self.metrics is not None:
+            # Present as 0 from the start: a report shows "requests_in_save: 0", the proof,
+            # rather than no line at all.
+            for name in _COUNTERS:
+                self.metrics.count(name, 0)
         connector = aiohttp.TCPConnector(
             limit=self.limits.concurrency,
             limit_per_host=self.limits.per_host,
