@@ -744,6 +744,48 @@ mod tests {
         assert_eq!(cmyk_to_rgb(&[255, 255, 255, 0]), vec![0, 0, 0]);
     }
 
+    fn cmyk_jpeg(colorspace: turbojpeg::Colorspace) -> Vec<u8> {
+        let (w, h) = (64usize, 48usize);
+        let mut pixels = Vec::with_capacity(w * h * 4);
+        for y in 0..h {
+            for x in 0..w {
+                pixels.extend_from_slice(&[(x * 4) as u8, (y * 5) as u8, 200, 180]);
+            }
+        }
+        let image = turbojpeg::Image {
+            pixels: pixels.as_slice(),
+            width: w,
+            pitch: w * 4,
+            height: h,
+            format: turbojpeg::PixelFormat::CMYK,
+        };
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(95).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::None).unwrap();
+        c.set_colorspace(colorspace).unwrap();
+        c.compress_to_vec(image).unwrap()
+    }
+
+    #[test]
+    fn ycck_jpeg_decodes_like_the_same_image_stored_as_cmyk() {
+        let cmyk = cmyk_jpeg(turbojpeg::Colorspace::CMYK);
+        let ycck = cmyk_jpeg(turbojpeg::Colorspace::YCCK);
+        assert_eq!(
+            turbojpeg::read_header(&ycck).unwrap().colorspace,
+            turbojpeg::Colorspace::YCCK
+        );
+        let a = decode(&cmyk, &probe(&cmyk).unwrap(), None).unwrap();
+        let b = decode(&ycck, &probe(&ycck).unwrap(), None).unwrap();
+        assert_eq!((b.width, b.height, b.channels), (64, 48, 3));
+        let diff: u64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        assert!(diff / (a.data.len() as u64) < 3, "mean diff {diff}");
+    }
+
     #[test]
     fn exif_orientation_is_read_from_a_tiff_block() {
         // Little-endian TIFF with one IFD entry: Orientation (0x0112) SHORT = 6.

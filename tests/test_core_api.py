@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
+import artpipe
 import numpy as np
 import pytest
-from PIL import Image
-
-import artpipe
 from artpipe import _core
 from artpipe.errors import (
     ArtpipeError,
@@ -17,6 +15,8 @@ from artpipe.errors import (
     InternalError,
     UnsupportedFormatError,
 )
+from PIL import Image
+
 from tests.support.images import (
     encode,
     gif_bytes,
@@ -141,8 +141,11 @@ def test_non_bytes_data_is_a_type_error() -> None:
     ("data", "error", "message"),
     [
         (b"", DecodeError, "empty"),
-        (b"<!DOCTYPE html><html><body>Not Found</body></html>", UnsupportedFormatError,
-         '"<!DOCTYPE html'),
+        (
+            b"<!DOCTYPE html><html><body>Not Found</body></html>",
+            UnsupportedFormatError,
+            '"<!DOCTYPE html',
+        ),
         (b"<html><head>", UnsupportedFormatError, "error page"),
         (b'{"error": "rate limited"}', UnsupportedFormatError, "JSON"),
         (b"BM" + bytes(60), UnsupportedFormatError, "BMP"),

@@ -57,10 +57,8 @@ def _max_size(max_size: tuple[int, int] | None) -> tuple[int, int] | None:
     return (width, height)
 
 
-def _format(format: str | None) -> OutputFormat | None:
-    if format is None:
-        return None
-    if format == "jpeg" or format == "png":
+def _format(format: str | None) -> str | None:
+    if format is None or format in ("jpeg", "png"):
         return format
     raise ValueError(f"format must be 'jpeg', 'png' or None, not {format!r}")
 
@@ -91,7 +89,7 @@ def render(
     data: bytes,
     *,
     max_size: tuple[int, int] | None = None,
-    format: OutputFormat | None = None,
+    format: str | None = None,
     quality: int = 90,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
@@ -116,7 +114,7 @@ def write_image(
     path: str | os.PathLike[str],
     *,
     max_size: tuple[int, int] | None = None,
-    format: OutputFormat | None = None,
+    format: str | None = None,
     quality: int = 90,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> SavedImage:

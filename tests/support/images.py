@@ -115,7 +115,9 @@ def huge_png_header(width: int, height: int) -> bytes:
     real = encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG")
     ihdr = struct.pack(">II", width, height) + real[24:29]
     chunk = b"IHDR" + ihdr
-    return real[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + real[33:]
+    return (
+        real[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + real[33:]
+    )
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
