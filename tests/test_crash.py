@@ -1,0 +1,244 @@
+"""Crash safety: SIGKILL `artpipe run` at random moments, the way SQLite tests itself.
+
+DESIGN.md invariant 5: a saved file is the complete old file or the complete
+new one, never partial, and no temp file survives the next run — even after
+SIGKILL. The library starts from a finished run of an *old* manifest; a second
+manifest points every slot at *new* images (plus one art removed and one list
+entry added). Each attempt restores the old library, starts the real CLI
+(`python -m artpipe run`) in a subprocess, kills it with SIGKILL after a random
+delay in [0, full-run time], and checks every target file against the sha256s
+of two clean reference runs: absent (only where one side has no file), the
+old version, or the new one. Then it runs the CLI again and checks that the
+library is exactly the new reference and that no ``*.artpipe-tmp`` is left.
+
+The image server runs in a thread of the test process, so it survives the
+kills. The random delays come from a fixed seed. ``ARTPIPE_SLOW=1`` enables a
+longer variant with more kills and bigger images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.server import ImageServer, make_image
+
+ARTPIPE = [sys.executable, "-m", "artpipe", "run"]
+TEMP_SUFFIX = ".artpipe-tmp"
+SEED = 20260525
+CI_KILLS = 50
+SLOW_KILLS = 300
+
+
+class ThreadedServer:
+    """An ``ImageServer`` on its own event loop in a daemon thread of the test process."""
+
+    def __init__(self) -> None:
+        self.srv = ImageServer(generate=False)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="image-server")
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(30)
+        return self.srv
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.srv.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+def png(width: int, height: int, seed: int) -> bytes:
+    return make_image(width, height, fmt="PNG", seed=seed)
+
+
+def build_manifests(srv: ImageServer, movies: int, big: bool) -> tuple[str, str]:
+    """Serve old and new images; return (old manifest, new manifest) as JSONL text.
+
+    Every movie has a poster, fanart, clearlogo (PNG), banner and extrafanart.
+    The new manifest changes every URL, removes the banner (``null``) and adds
+    a third extrafanart, so "absent" is a legal state for exactly those files.
+    Some fanart is larger than the 1920×1080 limit, so it is resized and
+    re-encoded (a longer write window); the rest passes through unchanged.
+    """
+    old_lines, new_lines = [], []
+    for n in range(movies):
+        wide = (2400, 1350) if (big or n % 2 == 0) else (320, 180)
+        arts: dict[str, dict[str, Any]] = {"old": {}, "new": {}}
+        for version, salt in (("old", 0), ("new", 1000)):
+            seed = n * 10 + salt
+            base = f"/{version}/m{n}"
+            art = arts[version]
+            art["poster"] = _add(srv, f"{base}/poster.jpg", make_image(200, 300, seed=seed))
+            art["fanart"] = _add(srv, f"{base}/fanart.jpg", make_image(*wide, seed=seed + 1))
+            art["clearlogo"] = _add(srv, f"{base}/logo.png", png(160, 62, seed + 2),
+                                    content_type="image/png")
+            extras = 2 if version == "old" else 3
+            art["extrafanart"] = [
+                _add(srv, f"{base}/extra{i}.jpg", make_image(160, 90, seed=seed + 3 + i))
+                for i in range(extras)
+            ]
+            if version == "old":
+                art["banner"] = _add(srv, f"{base}/banner.jpg",
+                                     make_image(500, 92, seed=seed + 9))
+            else:
+                art["banner"] = None
+        for version, lines in (("old", old_lines), ("new", new_lines)):
+            lines.append(json.dumps({
+                "id": f"tt{n:07d}", "type": "movie", "title": f"Movie {n}", "year": 2000 + n,
+                "path": f"Movies/Movie {n} ({2000 + n})/Movie {n} ({2000 + n}).mkv",
+                "art": arts[version],
+            }))
+    return "\n".join(old_lines) + "\n", "\n".join(new_lines) + "\n"
+
+
+def _add(srv: ImageServer, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
+    srv.add_image(path, data, content_type=content_type, etag=f'"{path}"')
+    return srv.url(path)
+
+
+def artpipe_cmd(manifest: Path, library: Path) -> list[str]:
+    return [*ARTPIPE, str(manifest), "--library", str(library), "--quiet"]
+
+
+def run_to_end(manifest: Path, library: Path) -> float:
+    """Run the CLI to completion; return its wall time. Every slot must succeed."""
+    start = time.monotonic()
+    proc = subprocess.run(artpipe_cmd(manifest, library), capture_output=True, text=True,
+                          timeout=120, check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return elapsed
+
+
+def art_files(library: Path) -> dict[str, str]:
+    """relative path → sha256 of every art file (the store and cache are not art)."""
+    out = {}
+    for path in library.rglob("*"):
+        rel = path.relative_to(library)
+        if rel.parts[0] == ".artpipe" or not path.is_file() or path.name.endswith(TEMP_SUFFIX):
+            continue
+        out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def temp_files(library: Path) -> list[Path]:
+    return sorted(library.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def classify(library: Path, old: dict[str, str], new: dict[str, str]) -> Counter[str]:
+    """Check every target file after a kill; count the states seen (old/new/absent).
+
+    Fails on a file that is neither the complete old nor the complete new
+    version, on a file absent where both versions have one, and on any file
+    that belongs to neither version (a stray write).
+    """
+    now = art_files(library)
+    states: Counter[str] = Counter()
+    for rel in sorted(set(old) | set(new)):
+        digest = now.pop(rel, None)
+        if digest is None:
+            assert rel not in old or rel not in new, (
+                f"{rel} is missing after SIGKILL, but both the old and the new run have it: "
+                "an update must replace the file atomically, never delete it first")
+            states["absent"] += 1
+        elif digest == old.get(rel):
+            states["old"] += 1
+        elif digest == new.get(rel):
+            states["new"] += 1
+        else:
+            pytest.fail(f"{rel} is neither the complete old nor the complete new version "
+                        f"after SIGKILL (sha256 {digest}): a partial or corrupt write")
+    assert not now, f"files that no run should have written: {sorted(now)}"
+    return states
+
+
+def kill_loop(tmp_path: Path, *, kills: int, movies: int, big: bool) -> None:
+    rng = random.Random(SEED)
+    with ThreadedServer() as srv:
+        old_text, new_text = build_manifests(srv, movies, big)
+        old_manifest = tmp_path / "old.jsonl"
+        new_manifest = tmp_path / "new.jsonl"
+        old_manifest.write_text(old_text, encoding="utf-8")
+        new_manifest.write_text(new_text, encoding="utf-8")
+
+        old_lib = tmp_path / "old-lib"
+        old_lib.mkdir()
+        run_to_end(old_manifest, old_lib)
+        old = art_files(old_lib)
+        # The reference for "new" is the same update the attempts make, run to the end
+        # undisturbed; its wall time bounds the random kill delay.
+        ref_lib = tmp_path / "new-lib"
+        shutil.copytree(old_lib, ref_lib, symlinks=True)
+        full_run = run_to_end(new_manifest, ref_lib)
+        new = art_files(ref_lib)
+        assert old and new and set(old) != set(new)
+        assert all(old[p] != new[p] for p in set(old) & set(new)), "every URL must change"
+
+        work = tmp_path / "work"
+        landed = attempts = mixed = temps_seen = 0
+        totals: Counter[str] = Counter()
+        while landed < kills:
+            attempts += 1
+            assert attempts <= kills * 3, (
+                f"only {landed} of {attempts - 1} kills landed before the run finished; "
+                f"full run {full_run:.2f} s")
+            if work.exists():
+                shutil.rmtree(work)
+            shutil.copytree(old_lib, work, symlinks=True)
+            delay = rng.uniform(0.0, full_run)
+            proc = subprocess.Popen(artpipe_cmd(new_manifest, work), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(delay)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                landed += 1
+            proc.wait(timeout=60)
+
+            states = classify(work, old, new)
+            totals.update(states)
+            if states["new"] and states["old"]:
+                mixed += 1
+            temps_seen += bool(temp_files(work))
+
+            # The next run sweeps the leftovers and finishes the library.
+            run_to_end(new_manifest, work)
+            leftovers = temp_files(work)
+            assert not leftovers, f"temp files left after the recovery run: {leftovers}"
+            assert art_files(work) == new, "the recovery run did not complete the library"
+
+        print(f"{landed} kills in {attempts} attempts (full run {full_run:.2f} s); "
+              f"{mixed} mid-update states, {temps_seen} with temp files; "
+              f"file states after the kills: {dict(totals)}")
+        # A kill landing only before the first write (or after the last) would prove
+        # nothing: some must have caught the library half old, half new.
+        assert mixed >= 1, f"no kill caught the update half-way: {dict(totals)}"
+
+
+def test_sigkill_at_random_moments_leaves_old_or_new_files(tmp_path: Path) -> None:
+    kill_loop(tmp_path, kills=CI_KILLS, movies=6, big=False)
+
+
+@pytest.mark.slow
+def test_sigkill_many_times_with_big_images(tmp_path: Path) -> None:
+    if not os.environ.get("ARTPIPE_SLOW"):
+        pytest.skip(f"long variant ({SLOW_KILLS} kills, big images, minutes): "
+                    "set ARTPIPE_SLOW=1 to run it")
+    kill_loop(tmp_path, kills=SLOW_KILLS, movies=12, big=True)
