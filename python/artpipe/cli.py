@@ -254,11 +254,14 @@ def demo(directory: Path, quiet: bool) -> None:
     display = _Display(console, None, quiet)
 
     async def go() -> Any:
-        async with demo_mod.serve_demo_art() as base:
-            items = demo_mod.demo_manifest(base)
+        async with demo_mod.serve_demo_art() as port:
+            items = demo_mod.demo_manifest(f"http://{demo_mod.DEMO_HOST}/art")
             demo_mod.write_manifest(items, manifest)
             display.total = len(items)
-            return await pipeline.run(manifest, directory, progress=display.update, **outputs)
+            return await pipeline.run(
+                manifest, directory, progress=display.update,
+                resolve={demo_mod.DEMO_HOST: ("127.0.0.1", port)}, **outputs,
+            )
 
     try:
         with display.running():

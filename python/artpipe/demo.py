@@ -24,6 +24,11 @@ from aiohttp import web
 
 DEMO_LATENCY_S = 0.02
 
+# The manifest names this host; the fetcher pins it to the loopback server's
+# ephemeral port, so URLs (and so the store's records) are the same every run
+# and a second `artpipe demo` makes no requests.
+DEMO_HOST = "artpipe-demo.test"
+
 MOVIES = [
     ("tt0078748", "Alien", 1979),
     ("tt0090605", "Aliens", 1986),
@@ -40,8 +45,8 @@ def _art_files() -> dict[str, bytes]:
 
 
 @asynccontextmanager
-async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[str]:
-    """Serve the bundled art on 127.0.0.1; yields the base URL."""
+async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[int]:
+    """Serve the bundled art on 127.0.0.1; yields the port."""
     files = _art_files()
     etags = {name: '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
              for name, data in files.items()}
@@ -66,8 +71,7 @@ async def serve_demo_art(latency: float = DEMO_LATENCY_S) -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}/art"
+        yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
 

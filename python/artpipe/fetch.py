@@ -30,11 +30,13 @@ import contextvars
 import email.utils
 import functools
 import random
+import socket
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -273,6 +275,31 @@ class _TooLarge(Exception):
     pass
 
 
+class _StaticResolver(aiohttp.abc.AbstractResolver):
+    """Pins some host names to an address and port, like curl's ``--resolve``.
+
+    URLs keep their stable host name (so the store and cache keys do not change
+    from run to run) while the connection goes to, say, a loopback server on
+    an ephemeral port — what ``artpipe demo`` needs. Other names resolve normally.
+    """
+
+    def __init__(self, pinned: Mapping[str, tuple[str, int]]) -> None:
+        self._pinned = dict(pinned)
+        self._fallback = aiohttp.resolver.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        if host in self._pinned:
+            address, pinned_port = self._pinned[host]
+            return [{"hostname": host, "host": address, "port": pinned_port,
+                     "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+        return list(await self._fallback.resolve(host, port, family))
+
+    async def close(self) -> None:
+        await self._fallback.close()
+
+
 class Fetcher:
     """Async context manager owning the run's one ``aiohttp.ClientSession``.
 
@@ -287,8 +314,10 @@ class Fetcher:
         limits: FetchLimits = FetchLimits(),  # frozen, safe to share
         metrics: Metrics | None = None,
         user_agent: str = "artpipe/0.1",
+        resolve: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.limits = limits
+        self.resolve = dict(resolve or {})
         self.metrics = metrics
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
@@ -314,6 +343,7 @@ class Fetcher:
             limit=self.limits.concurrency,
             limit_per_host=self.limits.per_host,
             ttl_dns_cache=300,
+            resolver=_StaticResolver(self.resolve) if self.resolve else None,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

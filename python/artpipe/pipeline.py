@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -140,6 +140,7 @@ class RunOptions:
     item_workers: int | None = None
     batch_size: int = 64
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    resolve: Mapping[str, tuple[str, int]] | None = None
     shard_size: int = 2000
     shard_retries: int = 3
 
@@ -550,7 +551,9 @@ async def run(
         executor, owned = make_executor(opts.executor, opts.workers)
         if owned:
             stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-        async with Fetcher(opts.fetch_limits(), metrics=driver.metrics) as fetcher:
+        async with Fetcher(
+            opts.fetch_limits(), metrics=driver.metrics, resolve=opts.resolve
+        ) as fetcher:
             runner = ItemRunner(
                 library=driver.library, fetcher=fetcher, cache=driver.cache,
                 executor=executor, metrics=driver.metrics, rows_for=driver.store.artwork_for,
