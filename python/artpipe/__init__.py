@@ -26,10 +26,20 @@ from artpipe.errors import (
 from artpipe.image import decode, probe, render, write_image
 from artpipe.models import ImageInfo, SavedImage
 
+from artpipe import _core
+
 try:
     __version__ = _dist_version("artpipe")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0"
+except PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = _core.__version__
+
+if _core.__version__ != __version__:
+    # A compiled module left over from another version would fail in odd ways
+    # (missing functions, other argument names); say so at import instead.
+    raise ImportError(
+        f"stale artpipe._core build ({_core.__version__}, package is {__version__}); "
+        "rebuild it: pip install . (or maturin develop --release)"
+    )
 
 
 async def run(items: Any, library: Any, **options: Any) -> Any:
