@@ -585,31 +585,66 @@ async def test_cancelling_a_fetch_leaves_nothing_behind(srv: ImageServer) -> Non
         assert fetcher._global._value == 2
 
 
-async def test_cancelling_one_coalesced_caller_keeps_the_others(srv: ImageServer) -> None:
+async def _coalesced(fetcher: Fetcher, srv: ImageServer, n: int) -> list[asyncio.Task[object]]:
+    tasks: list[asyncio.Task[object]] = [
+        asyncio.create_task(fetcher.fetch(srv.url("/p.jpg"))) for _ in range(n)
+    ]
+    while srv.hits("/p.jpg") == 0:
+        await asyncio.sleep(0.005)
+    return tasks
+
+
+async def test_cancelling_a_joined_caller_keeps_the_download(srv: ImageServer) -> None:
     data = srv.add_image("/p.jpg")
     srv.script("/p.jpg", OK(delay=0.2))
     async with Fetcher(FAST) as fetcher:
-        first = asyncio.create_task(fetcher.fetch(srv.url("/p.jpg")))
-        second = asyncio.create_task(fetcher.fetch(srv.url("/p.jpg")))
-        while srv.hits("/p.jpg") == 0:
-            await asyncio.sleep(0.005)
-        first.cancel()
-        result = await second
-        assert first.cancelled()
-    assert result.data == data
+        leader, joiner, other = await _coalesced(fetcher, srv, 3)
+        joiner.cancel()
+        results = await asyncio.gather(leader, other)
+        assert joiner.cancelled()
+    assert all(r.data == data for r in results)  # type: ignore[attr-defined]
     assert srv.hits("/p.jpg") == 1
 
 
-async def test_closing_the_fetcher_cancels_running_fetches(srv: ImageServer) -> None:
+async def test_cancelling_the_first_caller_hands_the_download_over(srv: ImageServer) -> None:
+    data = srv.add_image("/p.jpg")
+    srv.script("/p.jpg", OK(delay=0.2))
+    async with Fetcher(FAST) as fetcher:
+        leader, joiner = await _coalesced(fetcher, srv, 2)
+        leader.cancel()
+        result = await joiner
+        assert leader.cancelled()
+        assert fetcher._flights == {}
+    assert result.data == data  # type: ignore[attr-defined]
+    assert srv.hits("/p.jpg") == 2, "the joiner's download started afresh"
+
+
+async def test_cancelling_every_caller_stops_the_download(srv: ImageServer) -> None:
     srv.add_image("/p.jpg")
     srv.script("/p.jpg", then=Stall(seconds=60, after=10))
-    fetcher = Fetcher(FAST)
+    async with Fetcher(FAST) as fetcher:
+        tasks = await _coalesced(fetcher, srv, 3)
+        for task in tasks:
+            task.cancel()
+            await asyncio.sleep(0.02)  # the handed-over download has started
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(t.cancelled() for t in tasks)
+        await asyncio.sleep(0.05)
+        assert fetcher._flights == {}
+        assert srv.in_flight == 0, "no request is left running"
+
+
+async def test_closing_the_fetcher_ends_running_fetches(srv: ImageServer) -> None:
+    srv.add_image("/p.jpg")
+    srv.script("/p.jpg", then=Stall(seconds=60, after=10))
+    fetcher = Fetcher(limits(read_timeout=30))
     async with fetcher:
         task = asyncio.create_task(fetcher.fetch(srv.url("/p.jpg")))
         while srv.hits("/p.jpg") == 0:
             await asyncio.sleep(0.005)
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    with pytest.raises(FetchError, match="closed"):
+        async with asyncio.timeout(20):  # did not hang until the read timeout
+            await task
     assert fetcher._flights == {}
 
 

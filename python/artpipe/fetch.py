@@ -219,8 +219,11 @@ class _Retryable(Exception):
 
 @dataclass
 class _Flight:
-    task: asyncio.Task[FetchResult]
+    """One in-flight download and the callers waiting on it besides its leader."""
+
+    future: asyncio.Future[FetchResult]
     waiters: int = 0
+    task: asyncio.Task[FetchResult] | None = None  # set when a cancelled leader hands off
 
 
 @dataclass
@@ -292,8 +295,16 @@ class _StaticResolver(aiohttp.abc.AbstractResolver):
     ) -> list[Any]:
         if host in self._pinned:
             address, pinned_port = self._pinned[host]
-            return [{"hostname": host, "host": address, "port": pinned_port,
-                     "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+            return [
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": pinned_port,
+                    "family": socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            ]
         return list(await self._fallback.resolve(host, port, family))
 
     async def close(self) -> None:
@@ -327,7 +338,7 @@ class Fetcher:
         self._flights: dict[tuple[str, str | None, str | None], _Flight] = {}
         self._stats: dict[str, HostStats] = {}
         self._timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=limits.total_timeout,
             sock_connect=limits.connect_timeout,
             sock_read=limits.read_timeout,
         )
@@ -363,13 +374,12 @@ class Fetcher:
         await self.close()
 
     async def close(self) -> None:
-        """Cancel fetches still running and close the session."""
-        flights = [f.task for f in self._flights.values()]
-        for task in flights:
+        """Close the session; fetches still running end with a FetchError."""
+        handoffs = [f.task for f in self._flights.values() if f.task is not None]
+        for task in handoffs:
             task.cancel()
-        if flights:
-            await asyncio.gather(*flights, return_exceptions=True)
-        self._flights.clear()
+        if handoffs:
+            await asyncio.gather(*handoffs, return_exceptions=True)
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -390,22 +400,25 @@ class Fetcher:
             raise RuntimeError("Fetcher is not open; use 'async with Fetcher(...) as fetcher'")
         key = (url, etag, last_modified)
         flight = self._flights.get(key)
-        if flight is None:
-            task = asyncio.get_running_loop().create_task(
-                self._fetch(url, etag, last_modified), name=f"fetch {url}"
-            )
-            flight = _Flight(task)
-            self._flights[key] = flight
-            task.add_done_callback(functools.partial(self._landed, key, flight))
-        flight.waiters += 1
+        if flight is not None:
+            return await self._join(key, flight)
+        # The first caller (the leader) downloads in its own task — no extra task per
+        # fetch on the hot path — and publishes the outcome to any callers who join.
+        flight = _Flight(asyncio.get_running_loop().create_future())
+        self._flights[key] = flight
         try:
-            return await asyncio.shield(flight.task)
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done():
-                # The last caller gave up (cancelled): nobody wants this download.
-                flight.task.cancel()
-                self._land(key, flight)
+            result = await self._fetch(url, etag, last_modified)
+        except asyncio.CancelledError:
+            self._leader_cancelled(key, flight, url, etag, last_modified)
+            raise
+        except BaseException as exc:
+            self._land(key, flight)
+            flight.future.set_exception(exc)
+            flight.future.exception()  # retrieved: joiners still receive it
+            raise
+        self._land(key, flight)
+        flight.future.set_result(result)
+        return result
 
     def host_stats(self) -> dict[str, HostStats]:
         """Per-host requests, bytes, retries, throttling and latency (copies)."""
@@ -424,10 +437,54 @@ class Fetcher:
         }
 
     # -- internals ---------------------------------------------------------------
-    def _landed(
-        self, key: tuple[str, str | None, str | None], flight: _Flight, _task: object
+    async def _join(self, key: tuple[str, str | None, str | None], flight: _Flight) -> FetchResult:
+        """Wait for a download another caller started (shielded: leaving does not stop it)."""
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.future)
+        finally:
+            flight.waiters -= 1
+            task = flight.task
+            if flight.waiters == 0 and task is not None and not task.done():
+                # The leader left earlier and now every joiner has too: nobody wants it.
+                task.cancel()
+                self._land(key, flight)
+
+    def _leader_cancelled(
+        self,
+        key: tuple[str, str | None, str | None],
+        flight: _Flight,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> None:
+        if flight.waiters == 0:
+            self._land(key, flight)
+            flight.future.cancel()
+            return
+        # Others still wait: carry on for them in a task (a fresh attempt; the
+        # cancelled request's connection is gone). It runs in the leader's context.
+        task = asyncio.get_running_loop().create_task(
+            self._fetch(url, etag, last_modified), name=f"fetch {url}"
+        )
+        flight.task = task
+        task.add_done_callback(functools.partial(self._handoff_done, key, flight))
+
+    def _handoff_done(
+        self,
+        key: tuple[str, str | None, str | None],
+        flight: _Flight,
+        task: asyncio.Task[FetchResult],
     ) -> None:
         self._land(key, flight)
+        if flight.future.done():
+            return
+        if task.cancelled():
+            flight.future.cancel()
+        elif (exc := task.exception()) is not None:
+            flight.future.set_exception(exc)
+        else:
+            flight.future.set_result(task.result())
 
     def _land(self, key: tuple[str, str | None, str | None], flight: _Flight) -> None:
         if self._flights.get(key) is flight:
@@ -595,8 +652,16 @@ class Fetcher:
     async def _request_in_slot(
         self, url: str, target: URL, headers: dict[str, str], attempt: int, host: str
     ) -> _Response:
-        assert self._session is not None
         limits = self.limits
+        session = self._session
+        if session is None:
+            raise FetchError(
+                f"could not fetch {url}: the fetcher was closed while the download was "
+                f"running ({_when(None, attempt)}); run again to fetch it",
+                url,
+                None,
+                attempt,
+            )
         stats = self._host_stats(host)
         self._count("http.requests")
         if SAVE_PHASE.get():
@@ -608,25 +673,24 @@ class Fetcher:
         wire = 0
         status: int | None = None
         try:
-            async with asyncio.timeout(limits.total_timeout):
-                async with self._session.get(
-                    target, headers=headers, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    if status in _THROTTLE_STATUSES:
-                        stats.throttled += 1
-                    if status == 429:
-                        self._count("http.429")
-                    if status in _REDIRECTS or status == 304:
-                        return _Response(status, resp.headers, None, resp.url)
-                    if status not in (200, 203):
-                        self._status_error(url, status, resp.headers, attempt, host)
-                    data, wire = await self._read_body(url, resp, attempt)
-                    return _Response(status, resp.headers, data, resp.url)
+            # aiohttp's own total timer covers connect, headers and body; it would also
+            # count a wait for a pooled connection, but holding our slots means there is none.
+            async with session.get(target, headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+                if status in _THROTTLE_STATUSES:
+                    stats.throttled += 1
+                if status == 429:
+                    self._count("http.429")
+                if status in _REDIRECTS or status == 304:
+                    return _Response(status, resp.headers, None, resp.url)
+                if status not in (200, 203):
+                    self._status_error(url, status, resp.headers, attempt, host)
+                data, wire = await self._read_body(url, resp, attempt)
+                return _Response(status, resp.headers, data, resp.url)
         except (FetchError, _Retryable):
             raise
         except TimeoutError as exc:
-            # asyncio.timeout and aiohttp's connect/read timeouts all land here.
+            # aiohttp's total, connect and read timeouts all land here.
             what = _timeout_kind(exc, limits)
             raise _Retryable(
                 FetchTimeoutError(
