@@ -38,20 +38,53 @@ impl OutFormat {
 /// Encode `pixels` as `format`. JPEG has no alpha: RGBA is composited over white first, which
 /// is what a viewer shows for a transparent poster.
 pub fn encode(pixels: &Pixels, format: OutFormat, quality: u8) -> CoreResult<Vec<u8>> {
+    let view = View {
+        width: pixels.width,
+        height: pixels.height,
+        channels: pixels.channels,
+        data: &pixels.data,
+    };
+    encode_view(&view, format, quality)
+}
+
+/// Borrowed pixels: lets callers encode a buffer they do not own without copying it.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: &'a [u8],
+}
+
+/// `encode` for borrowed pixels; `data` must hold `width * height * channels` bytes.
+pub fn encode_view(pixels: &View<'_>, format: OutFormat, quality: u8) -> CoreResult<Vec<u8>> {
+    let needed = u64::from(pixels.width) * u64::from(pixels.height) * u64::from(pixels.channels);
+    if !matches!(pixels.channels, 3 | 4) || needed != pixels.data.len() as u64 {
+        return Err(CoreError::encode(
+            format.name(),
+            format!(
+                "{}x{}x{} pixels need {needed} bytes, got {}",
+                pixels.width,
+                pixels.height,
+                pixels.channels,
+                pixels.data.len()
+            ),
+        ));
+    }
     match format {
         OutFormat::Jpeg => encode_jpeg(pixels, quality),
         OutFormat::Png => encode_png(pixels),
     }
 }
 
-fn encode_jpeg(pixels: &Pixels, quality: u8) -> CoreResult<Vec<u8>> {
+fn encode_jpeg(pixels: &View<'_>, quality: u8) -> CoreResult<Vec<u8>> {
     let err = |e: turbojpeg::Error| CoreError::encode("JPEG", e.to_string());
     let flattened;
     let rgb: &[u8] = if pixels.channels == 4 {
-        flattened = flatten_on_white(&pixels.data);
+        flattened = flatten_on_white(pixels.data);
         &flattened
     } else {
-        &pixels.data
+        pixels.data
     };
     let width = pixels.width as usize;
     let image = turbojpeg::Image {
@@ -85,7 +118,7 @@ fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
     out
 }
 
-fn encode_png(pixels: &Pixels) -> CoreResult<Vec<u8>> {
+fn encode_png(pixels: &View<'_>) -> CoreResult<Vec<u8>> {
     let color = if pixels.channels == 4 {
         ExtendedColorType::Rgba8
     } else {
@@ -93,7 +126,7 @@ fn encode_png(pixels: &Pixels) -> CoreResult<Vec<u8>> {
     };
     let mut out = Vec::with_capacity(pixels.data.len() / 2);
     PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-        .write_image(&pixels.data, pixels.width, pixels.height, color)
+        .write_image(pixels.data, pixels.width, pixels.height, color)
         .map_err(|e| CoreError::encode("PNG", e.to_string()))?;
     Ok(out)
 }

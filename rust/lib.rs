@@ -150,6 +150,42 @@ mod _core {
         ))
     }
 
+    /// Encode raw 8-bit RGB/RGBA rows (`width * height * channels` bytes) as JPEG or PNG.
+    #[pyfunction]
+    #[pyo3(signature = (data, width, height, channels, *, format="jpeg", quality=90))]
+    fn encode<'py>(
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        width: u32,
+        height: u32,
+        channels: u8,
+        format: &str,
+        quality: u8,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let req = request(None, Some(format), quality, 0)?;
+        let out_format = req.format.unwrap_or(OutFormat::Jpeg);
+        let bytes = data.as_bytes();
+        let expected = u64::from(width) * u64::from(height) * u64::from(channels);
+        if !matches!(channels, 3 | 4) || width == 0 || height == 0 || expected != bytes.len() as u64
+        {
+            return Err(PyValueError::new_err(format!(
+                "pixels must be {width}x{height}x{channels} with 3 or 4 channels \
+                 ({expected} bytes), got {} bytes",
+                bytes.len()
+            )));
+        }
+        let view = crate::encode::View {
+            width,
+            height,
+            channels,
+            data: bytes,
+        };
+        let encoded = detached(py, "encode", || {
+            crate::encode::encode_view(&view, out_format, quality)
+        })?;
+        Ok(PyBytes::new(py, &encoded))
+    }
+
     /// Panics on purpose (inside the detached, guarded closure): lets the tests prove that a
     /// Rust panic reaches Python as artpipe.errors.InternalError. Not part of the API.
     #[pyfunction]

@@ -6,7 +6,7 @@ and wrap results in dataclasses.
 
 import os
 
-__all__ = ["__version__", "_debug_panic", "decode", "probe", "render", "write_image"]
+__all__ = ["__version__", "_debug_panic", "decode", "encode", "probe", "render", "write_image"]
 
 __version__: str
 
@@ -34,4 +34,13 @@ def decode(
     max_size: tuple[int, int] | None = None,
     max_pixels: int = 100_000_000,
 ) -> tuple[bytearray, int, int, int]: ...
+def encode(
+    data: bytes,
+    width: int,
+    height: int,
+    channels: int,
+    *,
+    format: str = "jpeg",
+    quality: int = 90,
+) -> bytes: ...
 def _debug_panic(message: str) -> None: ...

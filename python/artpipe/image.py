@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["DEFAULT_MAX_PIXELS", "OutputFormat", "decode", "probe", "render", "write_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "OutputFormat",
+    "decode",
+    "encode",
+    "probe",
+    "render",
+    "write_image",
+]
 
 OutputFormat = Literal["jpeg", "png"]
 
@@ -166,3 +174,33 @@ def decode(
         _data(data), max_size=_max_size(max_size), max_pixels=_max_pixels(max_pixels)
     )
     return np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, channels)
+
+
+def encode(pixels: npt.NDArray[np.uint8], *, format: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode an (height, width, 3 or 4) uint8 array as JPEG (4:2:0) or PNG (fast deflate).
+
+    A (height, width) array is taken as grayscale and written as RGB. JPEG has no alpha, so
+    RGBA is composited over white first.
+    """
+    import numpy as np
+
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        raise ValueError(f"pixels must be a uint8 array, not {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
+        raise ValueError(
+            f"pixels must have shape (height, width, 3 or 4), not {tuple(array.shape)}"
+        )
+    if _format(format) is None:
+        raise ValueError("format must be 'jpeg' or 'png', not None")
+    height, width, channels = array.shape
+    return _core.encode(
+        np.ascontiguousarray(array).tobytes(),
+        width,
+        height,
+        channels,
+        format=format,
+        quality=_quality(quality),
+    )
