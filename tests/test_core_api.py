@@ -212,3 +212,42 @@ def test_icc_free_output_is_readable_by_pillow() -> None:
     with Image.open(io.BytesIO(out)) as im:
         im.load()
         assert im.size == (150, 100)
+
+
+def test_encode_writes_jpeg_and_png_from_arrays() -> None:
+    from artpipe.image import encode as encode_pixels
+
+    pixels = np.asarray(photo(120, 80, seed=8))
+    jpeg = encode_pixels(pixels, format="jpeg", quality=95)
+    assert artpipe.probe(jpeg).format == "jpeg"
+    back = artpipe.decode(jpeg)
+    assert back.shape == pixels.shape
+    assert float(np.mean(np.abs(back.astype(int) - pixels.astype(int)))) < 3
+    rgba = np.asarray(logo(40, 30, seed=2))
+    assert np.array_equal(artpipe.decode(encode_pixels(rgba, format="png")), rgba)
+    gray = np.full((5, 7), 200, dtype=np.uint8)
+    assert artpipe.decode(encode_pixels(gray, format="png")).shape == (5, 7, 3)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "kwargs", "named"),
+    [
+        (np.zeros((4, 4, 2), np.uint8), {}, "shape"),
+        (np.zeros((4, 4, 3), np.float32), {}, "uint8"),
+        (np.zeros((0, 4, 3), np.uint8), {}, "shape"),
+        (np.zeros((4, 4, 3), np.uint8), {"format": "webp"}, "'webp'"),
+        (np.zeros((4, 4, 3), np.uint8), {"quality": 0}, "quality"),
+    ],
+)
+def test_encode_rejects_bad_arrays_naming_the_problem(
+    pixels: np.ndarray, kwargs: dict[str, object], named: str
+) -> None:
+    from artpipe.image import encode as encode_pixels
+
+    with pytest.raises(ValueError, match=named):
+        encode_pixels(pixels, **kwargs)  # type: ignore[arg-type]
+
+
+def test_core_encode_checks_the_buffer_length() -> None:
+    with pytest.raises(ValueError, match="bytes"):
+        _core.encode(b"\x00" * 10, 2, 2, 3)
