@@ -465,50 +465,89 @@ fn is_benign_jpeg_warning(err: &turbojpeg::Error) -> bool {
     err.to_string().contains("extraneous bytes before marker")
 }
 
-fn decode_jpeg(data: &[u8], denom: u32) -> CoreResult<Pixels> {
-    use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
+/// A libjpeg-turbo decompressor set up for `denom`, with the scaled size and pixel format.
+struct JpegJob {
+    decompressor: turbojpeg::Decompressor,
+    width: usize,
+    height: usize,
+    format: turbojpeg::PixelFormat,
+}
 
-    let mut decompressor = Decompressor::new().map_err(|e| jpeg_error(&e))?;
-    let header = decompressor.read_header(data).map_err(|e| jpeg_error(&e))?;
-    let factor = if header.is_lossless || denom <= 1 {
-        ScalingFactor::ONE
-    } else {
-        ScalingFactor::new(1, denom as usize)
-    };
-    decompressor
-        .set_scaling_factor(factor)
-        .map_err(|e| jpeg_error(&e))?;
-    let scaled = header.scaled(factor);
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let format = if cmyk {
-        PixelFormat::CMYK
-    } else {
-        PixelFormat::RGB
-    };
-    let pitch = scaled
-        .width
-        .checked_mul(format.size())
-        .ok_or_else(|| CoreError::decode("JPEG", "image width overflows"))?;
-    let len = pitch
-        .checked_mul(scaled.height)
-        .ok_or_else(|| CoreError::decode("JPEG", "image size overflows"))?;
-    let mut pixels = vec![0u8; len];
-    let image = Image {
-        pixels: pixels.as_mut_slice(),
-        width: scaled.width,
-        pitch,
-        height: scaled.height,
-        format,
-    };
-    if let Err(err) = decompressor.decompress(data, image) {
-        if !is_benign_jpeg_warning(&err) {
-            return Err(jpeg_error(&err));
+impl JpegJob {
+    fn new(data: &[u8], denom: u32) -> CoreResult<Self> {
+        use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
+
+        let mut decompressor = Decompressor::new().map_err(|e| jpeg_error(&e))?;
+        let header = decompressor.read_header(data).map_err(|e| jpeg_error(&e))?;
+        let factor = if header.is_lossless || denom <= 1 {
+            ScalingFactor::ONE
+        } else {
+            ScalingFactor::new(1, denom as usize)
+        };
+        decompressor
+            .set_scaling_factor(factor)
+            .map_err(|e| jpeg_error(&e))?;
+        let scaled = header.scaled(factor);
+        let format = if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+            PixelFormat::CMYK
+        } else {
+            PixelFormat::RGB
+        };
+        Ok(Self {
+            decompressor,
+            width: scaled.width,
+            height: scaled.height,
+            format,
+        })
+    }
+
+    fn is_cmyk(&self) -> bool {
+        self.format == turbojpeg::PixelFormat::CMYK
+    }
+
+    fn len(&self) -> CoreResult<usize> {
+        self.width
+            .checked_mul(self.format.size())
+            .and_then(|p| p.checked_mul(self.height))
+            .ok_or_else(|| CoreError::decode("JPEG", "image size overflows"))
+    }
+
+    fn size(&self) -> CoreResult<(u32, u32)> {
+        let overflow = || CoreError::decode("JPEG", "image size overflows");
+        Ok((
+            u32::try_from(self.width).map_err(|_| overflow())?,
+            u32::try_from(self.height).map_err(|_| overflow())?,
+        ))
+    }
+
+    /// Decompress into `out`, which must hold exactly `len()` bytes.
+    fn run(mut self, data: &[u8], out: &mut [u8]) -> CoreResult<()> {
+        if out.len() != self.len()? {
+            return Err(CoreError::decode(
+                "JPEG",
+                "output buffer has the wrong size",
+            ));
+        }
+        let image = turbojpeg::Image {
+            pixels: out,
+            width: self.width,
+            pitch: self.width * self.format.size(),
+            height: self.height,
+            format: self.format,
+        };
+        match self.decompressor.decompress(data, image) {
+            Err(err) if !is_benign_jpeg_warning(&err) => Err(jpeg_error(&err)),
+            _ => Ok(()),
         }
     }
-    let width = u32::try_from(scaled.width)
-        .map_err(|_| CoreError::decode("JPEG", "image width overflows"))?;
-    let height = u32::try_from(scaled.height)
-        .map_err(|_| CoreError::decode("JPEG", "image height overflows"))?;
+}
+
+fn decode_jpeg(data: &[u8], denom: u32) -> CoreResult<Pixels> {
+    let job = JpegJob::new(data, denom)?;
+    let (width, height) = job.size()?;
+    let cmyk = job.is_cmyk();
+    let mut pixels = vec![0u8; job.len()?];
+    job.run(data, &mut pixels)?;
     let data = if cmyk { cmyk_to_rgb(&pixels) } else { pixels };
     Ok(Pixels {
         width,
@@ -516,6 +555,26 @@ fn decode_jpeg(data: &[u8], denom: u32) -> CoreResult<Pixels> {
         channels: 3,
         data,
     })
+}
+
+/// When a JPEG decodes straight to the wanted RGB size at DCT scale 1/`denom` (no CMYK
+/// conversion needed), its size; the caller can then decode into its own buffer with
+/// `decode_jpeg_rgb_into` and skip a copy of the whole image.
+pub fn jpeg_direct_size(data: &[u8], denom: u32) -> CoreResult<Option<(u32, u32)>> {
+    let job = JpegJob::new(data, denom)?;
+    if job.is_cmyk() {
+        return Ok(None);
+    }
+    job.size().map(Some)
+}
+
+/// Decode a (non-CMYK) JPEG at DCT scale 1/`denom` as RGB into `out`.
+pub fn decode_jpeg_rgb_into(data: &[u8], denom: u32, out: &mut [u8]) -> CoreResult<()> {
+    let job = JpegJob::new(data, denom)?;
+    if job.is_cmyk() {
+        return Err(CoreError::decode("JPEG", "CMYK cannot be decoded in place"));
+    }
+    job.run(data, out)
 }
 
 /// Adobe CMYK JPEGs (the only kind in the wild) store inverted ink values, so each channel

@@ -25,7 +25,7 @@ mod _core {
 
     use crate::encode::OutFormat;
     use crate::error::{self, CoreResult};
-    use crate::render::Request;
+    use crate::render::{DecodePlan, Request};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -139,15 +139,32 @@ mod _core {
         max_pixels: u64,
     ) -> PyResult<(Bound<'py, PyByteArray>, u32, u32, u8)> {
         let bytes = data.as_bytes();
-        let px = detached(py, "decode", || {
-            crate::render::pixels(bytes, max_size, max_pixels)
+        let plan = detached(py, "decode", || {
+            crate::render::plan_pixels(bytes, max_size, max_pixels)
         })?;
-        Ok((
-            PyByteArray::new(py, &px.data),
-            px.height,
-            px.width,
-            px.channels,
-        ))
+        match plan {
+            DecodePlan::Done(px) => Ok((
+                PyByteArray::new(py, &px.data),
+                px.height,
+                px.width,
+                px.channels,
+            )),
+            DecodePlan::Direct {
+                width,
+                height,
+                denom,
+            } => {
+                // Decode straight into the bytearray (not yet visible to any other Python
+                // code), with the GIL released: no intermediate image-sized buffer.
+                let len = (width as usize) * (height as usize) * 3;
+                let array = PyByteArray::new_with(py, len, |buf| {
+                    detached(py, "decode", || {
+                        crate::decode::decode_jpeg_rgb_into(bytes, denom, buf)
+                    })
+                })?;
+                Ok((array, height, width, 3))
+            }
+        }
     }
 
     /// Encode raw 8-bit RGB/RGBA rows (`width * height * channels` bytes) as JPEG or PNG.

@@ -88,6 +88,39 @@ pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> Cor
     upright_pixels(data, &header, max_size)
 }
 
+/// How `decode` will produce its pixels.
+#[derive(Debug)]
+pub enum DecodePlan {
+    /// A JPEG that decodes at DCT scale 1/`denom` to exactly the wanted, upright RGB size:
+    /// decode straight into the caller's buffer with `decode::decode_jpeg_rgb_into`.
+    Direct { width: u32, height: u32, denom: u32 },
+    /// Everything else: the finished pixels.
+    Done(Pixels),
+}
+
+/// `pixels`, but leaves the common "JPEG, no resize beyond DCT scaling, upright" case to the
+/// caller so the pixels can land directly in a Python buffer (one image-sized copy less).
+pub fn plan_pixels(
+    data: &[u8],
+    max_size: Option<(u32, u32)>,
+    max_pixels: u64,
+) -> CoreResult<DecodePlan> {
+    let header = decode::probe(data)?;
+    header.check_limit(max_pixels)?;
+    if header.format == Format::Jpeg && header.orientation == 1 {
+        let target = stored_target(&header, max_size);
+        let denom = decode::jpeg_scale_denominator(header.width, header.height, target);
+        if decode::jpeg_direct_size(data, denom)? == Some(target) {
+            return Ok(DecodePlan::Direct {
+                width: target.0,
+                height: target.1,
+                denom,
+            });
+        }
+    }
+    upright_pixels(data, &header, max_size).map(DecodePlan::Done)
+}
+
 fn upright_pixels(
     data: &[u8],
     header: &Header,
@@ -231,6 +264,28 @@ mod tests {
             render(&src, &req),
             Err(crate::error::CoreError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn exact_dct_scale_is_decoded_in_place_with_the_same_pixels() {
+        let src = jpeg(400, 200);
+        let plan = plan_pixels(&src, Some((200, 100)), DEFAULT_MAX_PIXELS).unwrap();
+        assert!(matches!(
+            plan,
+            DecodePlan::Direct {
+                width: 200,
+                height: 100,
+                denom: 2
+            }
+        ));
+        let mut buf = vec![0u8; 200 * 100 * 3];
+        decode::decode_jpeg_rgb_into(&src, 2, &mut buf).unwrap();
+        let expected = pixels(&src, Some((200, 100)), DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(buf, expected.data);
+        match plan_pixels(&src, Some((150, 150)), DEFAULT_MAX_PIXELS).unwrap() {
+            DecodePlan::Done(px) => assert_eq!((px.width, px.height), (150, 75)),
+            other => panic!("expected a resize, got {other:?}"),
+        }
     }
 
     #[test]
