@@ -60,7 +60,6 @@ SAVE_PHASE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES: Final = frozenset({408, 429})
 _THROTTLE_STATUSES: Final = frozenset({429, 503})
-_READ_CHUNK: Final = 256 * 1024
 _COUNTERS: Final = (
     "http.requests",
     "http.bytes",
@@ -546,21 +545,22 @@ class Fetcher:
                 self._host_stats(host).retries += 1
                 await asyncio.sleep(delay)
                 continue
-            return self._result(url, resp, attempt)
+            return self._result(url, start, resp, attempt)
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
         ceiling = min(self.limits.backoff_cap, self.limits.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    def _result(self, url: str, resp: _Response, attempt: int) -> FetchResult:
+    def _result(self, url: str, start: URL, resp: _Response, attempt: int) -> FetchResult:
         etag = resp.headers.get("ETag")
         last_modified = resp.headers.get("Last-Modified")
+        final_url = url if resp.url is start else str(resp.url)
         if resp.status == 304:
             self._count("http.not_modified")
-            return FetchResult(url, None, 304, etag, last_modified, True, attempt, str(resp.url))
+            return FetchResult(url, None, 304, etag, last_modified, True, attempt, final_url)
         return FetchResult(
-            url, resp.data, resp.status, etag, last_modified, False, attempt, str(resp.url)
+            url, resp.data, resp.status, etag, last_modified, False, attempt, final_url
         )
 
     async def _follow(
@@ -682,11 +682,11 @@ class Fetcher:
                 if status == 429:
                     self._count("http.429")
                 if status in _REDIRECTS or status == 304:
-                    return _Response(status, resp.headers, None, resp.url)
+                    return _Response(status, resp.headers, None, target)
                 if status not in (200, 203):
                     self._status_error(url, status, resp.headers, attempt, host)
                 data, wire = await self._read_body(url, resp, attempt)
-                return _Response(status, resp.headers, data, resp.url)
+                return _Response(status, resp.headers, data, target)
         except (FetchError, _Retryable):
             raise
         except TimeoutError as exc:
@@ -802,7 +802,13 @@ class Fetcher:
         wire = 0
         sniffed = False
         try:
-            async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            content = resp.content
+            while True:
+                # readany hands over what is buffered; aiohttp's flow control keeps that
+                # to a few hundred KB, so each step's memory is bounded.
+                chunk = await content.readany()
+                if not chunk:
+                    break
                 wire += len(chunk)
                 if wire > cap:
                     raise _TooLarge
