@@ -333,6 +333,13 @@ class HostileRun:
     library: Path
     outside: Path
 
+    def row(self, item: str) -> dict[str, Any]:
+        if item not in self.rows_by_item:
+            m = self.measured
+            pytest.fail(f"no report row for {item}; the run exited {m.returncode}: "
+                        f"{m.stderr[-3000:]}")
+        return self.rows_by_item[item]
+
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
@@ -376,7 +383,7 @@ def test_the_run_survives_every_hostile_input(hostile: HostileRun) -> None:
     assert m.returncode == 1, (m.returncode, m.stderr[-2000:])  # some slots failed, no crash
     assert "Traceback" not in m.stderr and "panicked" not in m.stderr, m.stderr[-2000:]
     for item in ("good-first", "good-last"):
-        row = hostile.rows_by_item[item]
+        row = hostile.row(item)
         assert row["status"] == "saved", row
         assert Path(row["path"]).is_file()
 
@@ -385,7 +392,7 @@ def test_the_run_survives_every_hostile_input(hostile: HostileRun) -> None:
 def test_hostile_body_is_one_failed_slot_with_a_clear_error(
     hostile: HostileRun, case: Case
 ) -> None:
-    row = hostile.rows_by_item[case.name]
+    row = hostile.row(case.name)
     assert row["status"] == "failed", row
     error = row["error"].lower()
     for word in case.words:
