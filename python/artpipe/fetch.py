@@ -640,98 +640,93 @@ class Fetcher:
     async def _request(
         self, url: str, target: URL, headers: dict[str, str], attempt: int
     ) -> _Response:
-        """One network request, holding one global and one host slot."""
+        """One network request, holding one global and one host slot (one frame: cheap)."""
         host = target.host or ""
         slot = await self._acquire(host)
         try:
-            return await self._request_in_slot(url, target, headers, attempt, host)
+            limits = self.limits
+            session = self._session
+            if session is None:
+                raise FetchError(
+                    f"could not fetch {url}: the fetcher was closed while the download was "
+                    f"running ({_when(None, attempt)}); run again to fetch it",
+                    url,
+                    None,
+                    attempt,
+                )
+            stats = self._host_stats(host)
+            self._count("http.requests")
+            if SAVE_PHASE.get():
+                self._count("http.requests_in_save")
+            stats.requests += 1
+            start_ns = time.perf_counter_ns()
+            if stats.first_start is None:
+                stats.first_start = time.monotonic()
+            wire = 0
+            status: int | None = None
+            try:
+                # aiohttp's own total timer covers connect, headers and body; it would also
+                # count a wait for a pooled connection, but holding our slots means there is none.
+                async with session.get(target, headers=headers, allow_redirects=False) as resp:
+                    status = resp.status
+                    if status in _THROTTLE_STATUSES:
+                        stats.throttled += 1
+                    if status == 429:
+                        self._count("http.429")
+                    if status in _REDIRECTS or status == 304:
+                        return _Response(status, resp.headers, None, target)
+                    if status not in (200, 203):
+                        self._status_error(url, status, resp.headers, attempt, host)
+                    data, wire = await self._read_body(url, resp, attempt)
+                    return _Response(status, resp.headers, data, target)
+            except (FetchError, _Retryable):
+                raise
+            except TimeoutError as exc:
+                # aiohttp's total, connect and read timeouts all land here.
+                what = _timeout_kind(exc, limits)
+                raise _Retryable(
+                    FetchTimeoutError(
+                        f"could not fetch {url}: {what} ({_when(status, attempt)}); "
+                        "the server is slow or unreachable — retry later or raise the timeout",
+                        url,
+                        status,
+                        attempt,
+                    )
+                ) from exc
+            except aiohttp.ClientPayloadError as exc:
+                raise _Retryable(
+                    FetchError(
+                        f"could not fetch {url}: the body ended early or was malformed ({exc}) "
+                        f"({_when(status, attempt)}); the connection is unreliable "
+                        "— retry later",
+                        url,
+                        status,
+                        attempt,
+                    )
+                ) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise _Retryable(
+                    FetchError(
+                        f"could not fetch {url}: connection failed "
+                        f"({type(exc).__name__}: {exc}) ({_when(status, attempt)}); "
+                        "check the network or the host name, or retry later",
+                        url,
+                        status,
+                        attempt,
+                    )
+                ) from exc
+            finally:
+                elapsed_ms = (time.perf_counter_ns() - start_ns) / 1e6
+                stats.latency_ms_total += elapsed_ms
+                stats.bytes += wire
+                stats.last_end = time.monotonic()
+                if self.metrics is not None:
+                    self.metrics.count("http.bytes", wire)
+                    self.metrics.record("fetch.web", elapsed_ms, start_ns=start_ns, track="fetch")
+                    self.metrics.record(f"host.{host}.fetch", elapsed_ms)
         finally:
             self._global.release()
             slot.release()
-
-    async def _request_in_slot(
-        self, url: str, target: URL, headers: dict[str, str], attempt: int, host: str
-    ) -> _Response:
-        limits = self.limits
-        session = self._session
-        if session is None:
-            raise FetchError(
-                f"could not fetch {url}: the fetcher was closed while the download was "
-                f"running ({_when(None, attempt)}); run again to fetch it",
-                url,
-                None,
-                attempt,
-            )
-        stats = self._host_stats(host)
-        self._count("http.requests")
-        if SAVE_PHASE.get():
-            self._count("http.requests_in_save")
-        stats.requests += 1
-        start_ns = time.perf_counter_ns()
-        if stats.first_start is None:
-            stats.first_start = time.monotonic()
-        wire = 0
-        status: int | None = None
-        try:
-            # aiohttp's own total timer covers connect, headers and body; it would also
-            # count a wait for a pooled connection, but holding our slots means there is none.
-            async with session.get(target, headers=headers, allow_redirects=False) as resp:
-                status = resp.status
-                if status in _THROTTLE_STATUSES:
-                    stats.throttled += 1
-                if status == 429:
-                    self._count("http.429")
-                if status in _REDIRECTS or status == 304:
-                    return _Response(status, resp.headers, None, target)
-                if status not in (200, 203):
-                    self._status_error(url, status, resp.headers, attempt, host)
-                data, wire = await self._read_body(url, resp, attempt)
-                return _Response(status, resp.headers, data, target)
-        except (FetchError, _Retryable):
-            raise
-        except TimeoutError as exc:
-            # aiohttp's total, connect and read timeouts all land here.
-            what = _timeout_kind(exc, limits)
-            raise _Retryable(
-                FetchTimeoutError(
-                    f"could not fetch {url}: {what} ({_when(status, attempt)}); "
-                    "the server is slow or unreachable — retry later or raise the timeout",
-                    url,
-                    status,
-                    attempt,
-                )
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise _Retryable(
-                FetchError(
-                    f"could not fetch {url}: the body ended early or was malformed ({exc}) "
-                    f"({_when(status, attempt)}); the connection is unreliable "
-                    "— retry later",
-                    url,
-                    status,
-                    attempt,
-                )
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _Retryable(
-                FetchError(
-                    f"could not fetch {url}: connection failed "
-                    f"({type(exc).__name__}: {exc}) ({_when(status, attempt)}); "
-                    "check the network or the host name, or retry later",
-                    url,
-                    status,
-                    attempt,
-                )
-            ) from exc
-        finally:
-            elapsed_ms = (time.perf_counter_ns() - start_ns) / 1e6
-            stats.latency_ms_total += elapsed_ms
-            stats.bytes += wire
-            stats.last_end = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.count("http.bytes", wire)
-                self.metrics.record("fetch.web", elapsed_ms, start_ns=start_ns, track="fetch")
-                self.metrics.record(f"host.{host}.fetch", elapsed_ms)
 
     def _status_error(
         self, url: str, status: int, headers: CIMultiDictProxy[str], attempt: int, host: str
