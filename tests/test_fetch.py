@@ -233,6 +233,17 @@ async def test_retry_after_slows_the_whole_host_but_not_others(srv: ImageServer)
     assert other_at - throttled_at < 0.9, "another host was not slowed down"
 
 
+async def test_a_url_that_gives_up_still_slows_its_host(srv: ImageServer) -> None:
+    srv.script("/limited.jpg", then=Status(503, retry_after=1))
+    async with Fetcher(limits(max_attempts=1)) as fetcher:
+        with pytest.raises(HTTPStatusError):
+            await fetcher.fetch(srv.url("/limited.jpg"))
+        await fetcher.fetch(srv.url("/next.jpg"))
+    (throttled_at,) = srv.hit_times("/limited.jpg")
+    (next_at,) = srv.hit_times("/next.jpg")
+    assert next_at - throttled_at >= 0.9
+
+
 async def test_retry_after_http_date_and_cap(srv: ImageServer) -> None:
     srv.add_image("/p.jpg")
     later = email.utils.formatdate(time.time() + 3600, usegmt=True)

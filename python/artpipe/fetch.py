@@ -530,17 +530,16 @@ class Fetcher:
                 resp = await self._follow(url, start, headers, attempt)
             except _Retryable as failure:
                 host = failure.host or start.host
-                if attempt >= limits.max_attempts:
-                    raise failure.error from failure.__cause__
                 delay = self._backoff(attempt)
                 if failure.retry_after is not None:
                     delay = min(failure.retry_after, limits.retry_after_cap)
                 if failure.throttle:
-                    # Slow the host down for everyone, not just this request.
-                    loop = asyncio.get_running_loop()
-                    until = loop.time() + delay
+                    # Slow the host down for everyone (even when this URL gives up now).
+                    until = asyncio.get_running_loop().time() + delay
                     if until > self._not_before.get(host, 0.0):
                         self._not_before[host] = until
+                if attempt >= limits.max_attempts:
+                    raise failure.error from failure.__cause__
                 self._count("http.retries")
                 self._host_stats(host).retries += 1
                 await asyncio.sleep(delay)
