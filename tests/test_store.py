@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from artpipe.store import ArtworkRow, ItemRow, Store, StoreError, default_db_path
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -82,6 +83,8 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 TestStoreMachine = StoreMachine.TestCase
+# each step commits to SQLite; 40 sequences of 30 steps cover every rule pairing
+TestStoreMachine.settings = settings(max_examples=40, stateful_step_count=30)
 
 
 def test_wal_mode_and_default_path(tmp_path: Path) -> None:
