@@ -44,6 +44,9 @@ fuzz_target!(|input: &[u8]| {
     };
     if let Ok(out) = render::render(data, &req) {
         // What render returns must itself be an image the core reads back.
-        assert!(decode::probe(&out.bytes).is_ok(), "render produced an unreadable image");
+        assert!(
+            decode::probe(&out.bytes).is_ok(),
+            "render produced an unreadable image"
+        );
     }
 });
