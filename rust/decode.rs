@@ -444,7 +444,7 @@ pub fn validate(data: &[u8], header: &Header) -> CoreResult<()> {
     }
 }
 
-fn jpeg_error(err: &turbojpeg::Error) -> CoreError {
+pub(crate) fn jpeg_error(err: &turbojpeg::Error) -> CoreError {
     let text = err.to_string();
     let text = text.strip_prefix("TurboJPEG error: ").unwrap_or(&text);
     let lower = text.to_ascii_lowercase();
@@ -461,7 +461,7 @@ fn jpeg_error(err: &turbojpeg::Error) -> CoreError {
 /// libjpeg reports some damage only as a warning (the decode "succeeds" with grey blocks).
 /// We treat warnings as failures, except extraneous bytes between markers, which are harmless
 /// and common in files from old cameras.
-fn is_benign_jpeg_warning(err: &turbojpeg::Error) -> bool {
+pub(crate) fn is_benign_jpeg_warning(err: &turbojpeg::Error) -> bool {
     err.to_string().contains("extraneous bytes before marker")
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod render;
 pub mod resize;
 pub mod write;
+pub mod yuv;
 
 #[cfg(feature = "python")]
 #[pyo3::pymodule]

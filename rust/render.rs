@@ -16,6 +16,7 @@ use crate::encode::{self, OutFormat};
 use crate::error::CoreResult;
 use crate::resize;
 use crate::write;
+use crate::yuv;
 
 /// Default pixel limit (100 MP), checked from the header before decoding.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -164,6 +165,18 @@ pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
                 width: header.width,
                 height: header.height,
                 passthrough: true,
+            });
+        }
+    }
+    if wanted == Some(OutFormat::Jpeg) && header.format == Format::Jpeg && header.orientation == 1 {
+        let (width, height) = stored_target(&header, req.max_size);
+        if let Some(bytes) = yuv::render_jpeg(data, (width, height), req.quality)? {
+            return Ok(Rendered {
+                bytes: Cow::Owned(bytes),
+                format: OutFormat::Jpeg,
+                width,
+                height,
+                passthrough: false,
             });
         }
     }

@@ -78,6 +78,40 @@ pub fn resize(src: Pixels, width: u32, height: u32) -> CoreResult<Pixels> {
     })
 }
 
+/// Resize one 8-bit plane (a Y, Cb or Cr plane of a YUV image) to `dst_w`x`dst_h`, reading
+/// only the top-left `crop_w`x`crop_h` of the `src_w`x`src_h` plane (fractional for chroma
+/// planes whose last sample covers less than a full block). An exact-size, whole-pixel crop
+/// is a plain row copy.
+pub fn resize_plane(
+    src: &[u8],
+    (src_w, src_h): (u32, u32),
+    (crop_w, crop_h): (f64, f64),
+    dst: &mut [u8],
+    (dst_w, dst_h): (u32, u32),
+) -> CoreResult<()> {
+    let err = |e: &dyn std::fmt::Display| CoreError::decode("JPEG", format!("resize failed: {e}"));
+    if crop_w == f64::from(dst_w) && crop_h == f64::from(dst_h) {
+        let (sw, dw) = (src_w as usize, dst_w as usize);
+        for (y, row) in dst.chunks_exact_mut(dw).take(dst_h as usize).enumerate() {
+            let from = src
+                .get(y * sw..y * sw + dw)
+                .ok_or_else(|| err(&"plane too small"))?;
+            row.copy_from_slice(from);
+        }
+        return Ok(());
+    }
+    let src_image = ImageRef::new(src_w, src_h, src, PixelType::U8).map_err(|e| err(&e))?;
+    let mut dst_image =
+        Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8).map_err(|e| err(&e))?;
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .crop(0.0, 0.0, crop_w, crop_h)
+        .use_alpha(false);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src_image, &mut dst_image, &options))
+        .map_err(|e| err(&e))
+}
+
 /// Apply an EXIF orientation (1..=8), producing upright pixels. Runs after the resize, on the
 /// small image, because moving pixels is cheaper there.
 pub fn orient(src: Pixels, orientation: u8) -> Pixels {

@@ -47,6 +47,28 @@ def test_rendered_jpeg_matches_pillow_after_encoding() -> None:
     assert psnr(ours, theirs) >= 35
 
 
+@pytest.mark.parametrize(
+    ("src", "box", "subsampling"),
+    [
+        ((1001, 667), (500, 500), 2),  # odd sizes, 4:2:0, DCT 1/2 then Lanczos
+        ((900, 601), (640, 640), 0),  # 4:4:4 source, full decode, Lanczos on every plane
+        ((800, 600), (400, 300), 1),  # 4:2:2 source, DCT 1/2 exactly
+    ],
+)
+def test_rendered_jpeg_matches_pillow_for_any_subsampling(
+    src: tuple[int, int], box: tuple[int, int], subsampling: int
+) -> None:
+    data = encode(photo(*src, seed=7), "JPEG", quality=95, subsampling=subsampling)
+    out = artpipe.render(data, max_size=box)
+    with Image.open(io.BytesIO(out)) as im:
+        ours = np.asarray(im.convert("RGB"))
+        size = im.size
+    with Image.open(io.BytesIO(data)) as im:
+        theirs = pillow_fit(im.convert("RGB"), size)
+    assert size[0] <= box[0] and size[1] <= box[1]
+    assert psnr(ours, theirs) >= 35
+
+
 def test_png_resize_matches_pillow_lanczos() -> None:
     image = photo(640, 480, seed=4)
     ours = artpipe.decode(encode(image, "PNG"), max_size=(320, 320))
