@@ -113,26 +113,29 @@ def call_for(
     return lambda: pillow(chain, ready, draft)
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """Long-lived pools, like the pipeline's: per-thread state (artpipe's resizer and scratch
+    buffers) is reused across batches instead of being rebuilt with every new thread."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix=f"bench{threads}")
+    return _POOLS[threads]
+
+
 def batch_call(
     impl: str, threads: int, inputs: dict[str, bytes], simd: SimdWorker | None
 ) -> Callable[[], Any]:
-    """THREADED_BATCH poster chains on ``threads`` threads."""
+    """THREADED_BATCH poster chains on a pool of ``threads`` threads."""
     chain = CHAINS["poster"]
     if impl.startswith("pillow-simd"):
         if simd is None:
             pytest.skip("Pillow-SIMD venv missing: run bench/peers/build_pillow_simd.sh")
         return lambda: simd.run("poster", True, threads, THREADED_BATCH)
     one = call_for(chain, impl, inputs, simd)
-
-    def run() -> None:
-        if threads == 1:
-            for _ in range(THREADED_BATCH):
-                one()
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda _: one(), range(THREADED_BATCH)))
-
-    return run
+    pool = _pool(threads)
+    return lambda: list(pool.map(lambda _: one(), range(THREADED_BATCH)))
 
 
 def check(chain: Chain, impl: str, result: Any, inputs: dict[str, bytes]) -> dict[str, Any]:

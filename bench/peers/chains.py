@@ -125,14 +125,20 @@ def prepared(chain: Chain, data: bytes) -> bytes | Image.Image:
     return data
 
 
+_POOLS: dict[int, Any] = {}
+
+
 def run_many(chain: Chain, data: bytes | Image.Image, draft: bool, threads: int, count: int) -> int:
-    """Run the chain ``count`` times on ``threads`` threads; returns the total output size."""
-    if threads == 1:
-        return sum(_size(pillow(chain, data, draft)) for _ in range(count))
+    """Run the chain ``count`` times on a long-lived pool of ``threads`` threads; returns the
+    total output size."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(lambda _: _size(pillow(chain, data, draft)), range(count)))
+    if threads == 1 and count == 1:
+        return _size(pillow(chain, data, draft))
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads)
+    pool = _POOLS[threads]
+    return sum(pool.map(lambda _: _size(pillow(chain, data, draft)), range(count)))
 
 
 def _size(result: Any) -> int:
