@@ -490,6 +490,14 @@ async def test_etag_revalidation_returns_not_modified(srv: ImageServer) -> None:
     assert metrics.counter("http.not_modified") == 1
 
 
+async def test_not_modified_keeps_the_validators_the_server_left_out(srv: ImageServer) -> None:
+    srv.script("/p.jpg", then=Body(b"", status=304))  # a bare 304: no ETag, no Last-Modified
+    async with Fetcher(FAST) as fetcher:
+        result = await fetcher.fetch(srv.url("/p.jpg"), etag='"abc"', last_modified="lm")
+    assert result.not_modified
+    assert (result.etag, result.last_modified) == ('"abc"', "lm")
+
+
 async def test_last_modified_revalidation_returns_not_modified(srv: ImageServer) -> None:
     stamp = 1_700_000_000
     srv.add_image("/p.jpg", last_modified=stamp)

@@ -544,18 +544,29 @@ class Fetcher:
                 self._host_stats(host).retries += 1
                 await asyncio.sleep(delay)
                 continue
-            return self._result(url, start, resp, attempt)
+            return self._result(url, start, resp, attempt, etag, last_modified)
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
         ceiling = min(self.limits.backoff_cap, self.limits.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    def _result(self, url: str, start: URL, resp: _Response, attempt: int) -> FetchResult:
+    def _result(
+        self,
+        url: str,
+        start: URL,
+        resp: _Response,
+        attempt: int,
+        sent_etag: str | None,
+        sent_last_modified: str | None,
+    ) -> FetchResult:
         etag = resp.headers.get("ETag")
         last_modified = resp.headers.get("Last-Modified")
         final_url = url if resp.url is start else str(resp.url)
         if resp.status == 304:
+            # A 304 may omit the validators; the ones we sent are still the current ones.
+            etag = etag if etag is not None else sent_etag
+            last_modified = last_modified if last_modified is not None else sent_last_modified
             self._count("http.not_modified")
             return FetchResult(url, None, 304, etag, last_modified, True, attempt, final_url)
         return FetchResult(
