@@ -121,6 +121,18 @@ async def test_host_stats_count_requests_bytes_retries_and_throttling(srv: Image
     assert stats.requests_per_s > 0
 
 
+async def test_resolve_pins_a_host_name_to_the_loopback_server(srv: ImageServer) -> None:
+    data = srv.add_image("/p.jpg")
+    pins = {"art.example.invalid": ("127.0.0.1", srv.port)}
+    async with Fetcher(FAST, resolve=pins) as fetcher:
+        result = await fetcher.fetch("http://art.example.invalid/p.jpg")
+        stats = fetcher.host_stats()
+    assert result.data == data
+    assert result.final_url == "http://art.example.invalid/p.jpg"
+    assert srv.log[0].host == "art.example.invalid", "the Host header keeps the name"
+    assert list(stats) == ["art.example.invalid"]
+
+
 async def test_fetch_outside_the_context_manager_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="async with"):
         await Fetcher().fetch("http://127.0.0.1/x.jpg")
