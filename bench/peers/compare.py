@@ -49,7 +49,7 @@ def measure(
     return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
 
 
-def best_s(call: Callable[[], Any], repeat: int = 3) -> float:
+def best_s(call: Callable[[], Any], repeat: int = 5) -> float:
     call()
     times = []
     for _ in range(repeat):
@@ -98,9 +98,13 @@ def main() -> None:
                 continue
             if impl.startswith("pillow-simd") and simd is not None:
                 draft = impl.endswith("draft")
-                wall[impl], cpu[impl] = measure(
-                    lambda n=name, d=draft: simd.run_timed(n, d), args.repeat, lambda r: r[1]
-                )
+
+                def run_simd(
+                    n: str = name, d: bool = draft, w: bench_core.SimdWorker = simd
+                ) -> tuple[int, float]:
+                    return w.run_timed(n, d)
+
+                wall[impl], cpu[impl] = measure(run_simd, args.repeat, lambda r: r[1])
             else:
                 call = bench_core.call_for(chain, impl, inputs, simd)
                 wall[impl], cpu[impl] = measure(call, args.repeat)

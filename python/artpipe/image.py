@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "BytesLike",
     "OutputFormat",
     "decode",
     "encode",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 OutputFormat = Literal["jpeg", "png"]
+BytesLike = bytes | bytearray | memoryview
+"""What the image functions accept as image data (anything else is a TypeError)."""
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Images whose header declares more pixels are refused before decoding (ImageTooLargeError)."""
@@ -40,7 +43,7 @@ _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 
 
-def _data(data: bytes | bytearray | memoryview) -> bytes:
+def _data(data: BytesLike) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, bytearray | memoryview):
@@ -83,7 +86,7 @@ def _max_pixels(max_pixels: int) -> int:
     return min(max_pixels, _U64)
 
 
-def probe(data: bytes) -> ImageInfo:
+def probe(data: BytesLike) -> ImageInfo:
     """Format ("jpeg", "png", "webp" or "gif"), size and EXIF orientation from the header only.
 
     No pixels are decoded, so a damaged body can still probe fine; width and height are as
@@ -94,7 +97,7 @@ def probe(data: bytes) -> ImageInfo:
 
 
 def render(
-    data: bytes,
+    data: BytesLike,
     *,
     max_size: tuple[int, int] | None = None,
     format: str | None = None,
@@ -118,7 +121,7 @@ def render(
 
 
 def write_image(
-    data: bytes,
+    data: BytesLike,
     path: str | os.PathLike[str],
     *,
     max_size: tuple[int, int] | None = None,
@@ -157,7 +160,7 @@ def write_image(
 
 
 def decode(
-    data: bytes,
+    data: BytesLike,
     *,
     max_size: tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
