@@ -330,6 +330,14 @@ def test_executor_specs_and_limits() -> None:
     assert [len(s) for s in distributed.batched(iter(range(7)), 3)] == [3, 3, 1]  # type: ignore[arg-type]
 
 
+def test_workers_undo_the_nannys_malloc_trim_setting(client: Any) -> None:
+    """The nanny's MALLOC_TRIM_THRESHOLD_ made every 4K render fault its buffers in."""
+    envs = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert set(envs.values()) == {"65536"}  # the premise: Dask sets it
+    if sys.platform == "linux":
+        assert set(client.run(distributed.tune_malloc).values()) == {True}
+
+
 def test_client_executor_is_routed_to_the_cluster(client: Any) -> None:
     executor = client.get_executor()
     assert distributed.wants_cluster(executor)

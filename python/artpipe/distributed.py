@@ -34,11 +34,13 @@ cluster run starts.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import itertools
 import os
 import re
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -160,7 +162,37 @@ def run_shard(task: ShardTask) -> ShardResult:
 
     Its own event loop, fetcher and render pool; the store is never opened here.
     """
+    tune_malloc()
     return asyncio.run(_run_shard(task))
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Undo, for this worker process, what the nanny's ``MALLOC_TRIM_THRESHOLD_`` costs.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so freed
+    memory goes back to the OS at once. Setting it also stops glibc from
+    raising its mmap threshold, so every decode buffer of a 4K image (25 MB)
+    becomes a fresh mmap whose pages fault in again: 13x the page faults, and
+    renders about 1.5x slower (bench/bench_scale.py). Keep up to 256 MB of
+    freed heap and serve buffers up to 32 MB (glibc's maximum) from it.
+    True when the setting was changed; once per process; glibc only.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if sys.platform == "linux" and "MALLOC_TRIM_THRESHOLD_" in os.environ:
+            try:
+                libc = ctypes.CDLL(None)
+                _malloc_tuned = bool(libc.mallopt(_M_TRIM_THRESHOLD, 256 * 1024**2)
+                                     and libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024**2))
+            except (OSError, AttributeError):  # not glibc: nothing to undo
+                pass
+    return _malloc_tuned
 
 
 async def _run_shard(task: ShardTask) -> ShardResult:
@@ -359,7 +391,10 @@ async def _collect(
         n, shard, _future = pending.pop(waiter)
         try:
             result = waiter.result()
-        except Exception as exc:  # the task's own error, KilledWorker, a lost scheduler
+        # The task's own error, KilledWorker, or a shard cancelled on the cluster
+        # (FutureCancelledError is an asyncio.CancelledError): this shard failed,
+        # not the run. Our own cancellation arrives at the wait above, not here.
+        except (Exception, asyncio.CancelledError) as exc:
             driver.metrics.count("shards.failed")
             reason = (f"shard {n} failed on the Dask cluster after {opts.shard_retries} "
                       f"retries ({type(exc).__name__}: {exc}); nothing was recorded for "
