@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Any
 
+from artpipe import _core
 from artpipe.errors import (
     ArtpipeError,
     DecodeError,
@@ -25,8 +26,6 @@ from artpipe.errors import (
 )
 from artpipe.image import decode, probe, render, write_image
 from artpipe.models import ImageInfo, SavedImage
-
-from artpipe import _core
 
 try:
     __version__ = _dist_version("artpipe")
