@@ -38,8 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST_LIMITS = FetchLimits(max_attempts=2, backoff_base=0.01, backoff_cap=0.05,
                           connect_timeout=2, read_timeout=5, total_timeout=10)
 
-pytestmark: list[pytest.MarkDecorator] = []
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
