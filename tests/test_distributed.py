@@ -210,6 +210,18 @@ async def test_cluster_run_matches_the_local_thread_run(cluster: Any, tmp_path: 
     assert not temp_files(tmp_path / "dask")
 
 
+async def test_the_per_host_limit_holds_across_the_whole_cluster(
+    cluster: Any, tmp_path: Path
+) -> None:
+    async with ImageServer(latency=0.05) as srv:
+        items = serve_manifest(srv, movies=8)
+        report = await run(items, tmp_path / "lib", executor=dask_spec(cluster),
+                           shard_size=2, per_host=2, concurrency=8)
+        assert report.exit_code == 0
+        # Two shards run at once (2 workers x 1 thread), each with 1 of the 2 slots.
+        assert 1 <= srv.max_in_flight_host("127.0.0.1") <= 2
+
+
 async def test_client_executor_runs_sharded_and_a_rerun_is_a_no_op(
     client: Any, tmp_path: Path
 ) -> None:
