@@ -90,13 +90,16 @@ class _Display:
             return
         slots = stats.slots
         rate = stats.bytes_written / max(1e-3, time.monotonic() - stats.started) / 1e6
+        hosts = sorted(stats.host_rates().items(), key=lambda kv: -kv[1])[:3]
+        per_host = "".join(f" · {name} {r:.0f}/s" for name, r in hosts)
         detail = (
             f"saved {slots['saved']} · unchanged {slots['unchanged']} · "
             f"removed {slots['removed']} · failed {slots['failed'] + stats.bad_lines} · "
-            f"{stats.bytes_written / 1e6:.1f} MB ({rate:.1f} MB/s)"
+            f"{stats.bytes_written / 1e6:.1f} MB ({rate:.1f} MB/s){per_host}"
         )
         if self._progress is not None:
-            self._progress.update(self._task, completed=stats.items_done, detail=detail)
+            self._progress.update(self._task, completed=stats.items_done, total=self.total,
+                                  detail=detail)
             return
         now = time.monotonic()
         if now - self._last_plain >= 2.0:

@@ -93,6 +93,8 @@ class RunStats:
     bytes_written: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    # host -> requests per second so far; set by the driver once the fetcher exists
+    host_rates: Callable[[], dict[str, float]] = field(default=dict, repr=False)
 
     @property
     def failed(self) -> int:
@@ -554,6 +556,9 @@ async def run(
         async with Fetcher(
             opts.fetch_limits(), metrics=driver.metrics, resolve=opts.resolve
         ) as fetcher:
+            driver.stats.host_rates = lambda: {
+                name: h.requests_per_s for name, h in fetcher.host_stats().items()
+            }
             runner = ItemRunner(
                 library=driver.library, fetcher=fetcher, cache=driver.cache,
                 executor=executor, metrics=driver.metrics, rows_for=driver.store.artwork_for,
