@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import signal
 import sys
@@ -153,9 +154,22 @@ def measure_driver(outcomes: int, slots_per_item: int = 3) -> dict[str, float]:
     return {"items_per_s": outcomes / wall, "slots_per_s": outcomes * len(arts) / wall}
 
 
+def cpu_seconds() -> float:
+    """CPU of this process plus its reaped children (pool processes, Dask workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_config(name: str, n: int, items: list[dict[str, Any]], scratch: Path,
                shard_size: int) -> dict[str, Any]:
+    """One configuration, with the CPU it cost (driver + its workers, not the server).
+
+    The server process is reaped only at the very end, so its CPU is not counted;
+    pool processes and Dask workers are reaped when their pool or cluster closes.
+    """
     library = scratch / f"{name}-{n}"
+    cpu0 = cpu_seconds()
     if name != "dask":
         result = asyncio.run(run_once(items, library, name, n, shard_size))
     else:
@@ -167,6 +181,7 @@ def run_config(name: str, n: int, items: list[dict[str, Any]], scratch: Path,
             spec = "dask://" + cluster.scheduler_address.split("://", 1)[1]
             result = asyncio.run(run_once(items, library, spec, 1, shard_size))
     shutil.rmtree(library, ignore_errors=True)
+    result["cpu_ms_per_image"] = (cpu_seconds() - cpu0) * 1000 / len(items)
     return result
 
 
@@ -222,7 +237,8 @@ def main() -> int:
                         results[(name, n)] = {**best, "walls": walls}
                         print(f"round {round_no} {name:8} x{n}: {result['wall_s']:7.1f} s  "
                               f"{result['images_per_s']:6.1f} img/s  "
-                              f"render avg {result['render_avg_ms']:.0f} ms", flush=True)
+                              f"render avg {result['render_avg_ms']:.0f} ms  "
+                              f"CPU {result['cpu_ms_per_image']:.0f} ms/image", flush=True)
     finally:
         server.terminate()
         server.join()
@@ -234,13 +250,14 @@ def main() -> int:
           f"best of {args.rounds}, Dask shards of {args.shard_size}")
     print()
     print(f"| executor | workers | wall s | images/s | vs same executor ×1 "
-          f"| vs {base_key[0]} ×{base_key[1]} |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"| vs {base_key[0]} ×{base_key[1]} | CPU ms/image | render avg ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for (name, n), r in results.items():
         one = results.get((name, 1))
         vs_one = f"{one['wall_s'] / r['wall_s']:.2f}×" if one else "–"
         print(f"| {name} | {n} | {r['wall_s']:.1f} | {r['images_per_s']:.1f} | {vs_one} "
-              f"| {baseline / r['wall_s']:.2f}× |")
+              f"| {baseline / r['wall_s']:.2f}× | {r['cpu_ms_per_image']:.0f} "
+              f"| {r['render_avg_ms']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(
             {f"{k[0]}x{k[1]}": v for k, v in results.items()}, indent=2) + "\n")
