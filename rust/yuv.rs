@@ -30,7 +30,7 @@ thread_local! {
     static DST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-const SCRATCH_KEEP: usize = 64 << 20;
+const SCRATCH_KEEP: usize = 16 << 20;
 
 fn with_scratch<R>(
     key: &'static std::thread::LocalKey<RefCell<Vec<u8>>>,

@@ -167,8 +167,10 @@ def decode(
 ) -> npt.NDArray[np.uint8]:
     """Upright pixels as a writable numpy array of shape (height, width, channels), uint8.
 
-    Channels are 3 (RGB) or 4 (RGBA, straight alpha, when the source has an alpha channel).
-    Grayscale sources come back as 3 identical channels; CMYK JPEGs are converted to RGB.
+    Channels are 3 (RGB) or 4 (RGBA, straight alpha, when the source has an alpha channel or
+    a palette with transparency). Grayscale sources come back as 3 identical channels, 16-bit
+    PNGs are scaled to 8 bits, CMYK/YCCK JPEGs are converted to RGB, and a GIF gives its first
+    frame (always RGBA).
     ``max_size`` shrinks the image to fit, as in ``render``.
     """
     import numpy as np
