@@ -72,6 +72,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--threads-only", action="store_true", help="only the threads rows")
     args = parser.parse_args()
     from PIL import Image
 
@@ -84,6 +85,9 @@ def main() -> None:
         f"Pillow-SIMD {simd.version if simd else 'not built'}; Python {platform.python_version()}"
     )
     print()
+    if args.threads_only:
+        print_threads(inputs, simd)
+        return
     others = [i for i in impls if i != "artpipe"]
     head = "| chain | " + " | ".join(f"{i} CPU ms" for i in impls)
     head += " | " + " | ".join(f"{i} / artpipe" for i in others) + " |"
@@ -119,9 +123,12 @@ def main() -> None:
     print("|---" * (len(impls) + len(others) + 1) + "|")
     print("\n".join(wall_rows))
     print()
-    print(
-        f"| threads ({bench_core.THREADED_BATCH} posters) | 1 thread s | 2 threads s | speed-up |"
-    )
+    print_threads(inputs, simd)
+
+
+def print_threads(inputs: dict[str, bytes], simd: bench_core.SimdWorker | None) -> None:
+    batch = bench_core.THREADED_BATCH
+    print(f"| threads ({batch} posters) | 1 thread s | 2 threads s | speed-up |")
     print("|---|---|---|---|")
     for impl in ("artpipe", "pillow-draft", "pillow-simd-draft"):
         if impl.startswith("pillow-simd") and simd is None:
