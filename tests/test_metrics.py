@@ -74,3 +74,28 @@ def test_merge_folds_in_a_worker_snapshot() -> None:
     a.merge(b.raw())
     assert a.counters()["x"] == 3
     assert a.timers()["t"]["count"] == 1
+
+
+def test_memory_stays_flat_past_the_sample_cap() -> None:
+    from artpipe.metrics import MAX_SAMPLES
+
+    m = Metrics(trace=False)
+    n = MAX_SAMPLES * 3
+    for i in range(n):
+        m.record("t", float(i % 1000))
+    t = m.timers()["t"]
+    assert t["count"] == n
+    assert t["min_ms"] == 0 and t["max_ms"] == 999
+    assert abs(t["total_ms"] - sum(float(i % 1000) for i in range(n))) < 1e-3
+    assert 400 <= t["p50_ms"] <= 600  # a uniform sample of a uniform stream
+    assert len(m.raw()["timers"]["t"]["samples"]) == MAX_SAMPLES
+
+
+def test_merge_keeps_exact_aggregates() -> None:
+    a, b = Metrics(), Metrics()
+    for i in range(5):
+        a.record("t", float(i))
+        b.record("t", float(10 + i))
+    a.merge(b.raw())
+    t = a.timers()["t"]
+    assert (t["count"], t["min_ms"], t["max_ms"], t["total_ms"]) == (10, 0, 14, 70)

@@ -1,15 +1,18 @@
 """Scoped timers, counters and a Chrome trace of the same scopes.
 
 Cheap enough to stay on by default: a scope is two ``perf_counter_ns`` calls
-and an append under a lock. Samples are kept so p50/p95 are exact; one float
-per scope is a few MB even for a million images. The lock exists because the
-save step runs timers in executor threads while the event loop runs others.
+and an update under a lock. Count, total, min and max are exact; p50/p95 come
+from at most ``MAX_SAMPLES`` samples per timer (exact below that, a uniform
+reservoir sample above it), so memory stays flat whatever the manifest size.
+The lock exists because the save step runs timers in executor threads while
+the event loop runs others.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +23,10 @@ from typing import Any
 
 # Trace events beyond this many are dropped (the counters and timers stay exact);
 # a trace of a million-image run would otherwise be a multi-GB JSON file.
-MAX_TRACE_EVENTS = 200_000
+MAX_TRACE_EVENTS = 100_000
+
+# Samples kept per timer for the percentiles; beyond it, reservoir sampling.
+MAX_SAMPLES = 10_000
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -29,15 +35,58 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+class _Timer:
+    """Exact count/total/min/max plus a bounded uniform sample for percentiles."""
+
+    __slots__ = ("count", "max", "min", "samples", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+        self.samples: list[float] = []
+
+    def add(self, ms: float, rng: random.Random) -> None:
+        self.count += 1
+        self.total += ms
+        self.min = min(self.min, ms)
+        self.max = max(self.max, ms)
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append(ms)
+        else:  # Algorithm R: every sample so far stays equally likely to be kept
+            slot = rng.randrange(self.count)
+            if slot < MAX_SAMPLES:
+                self.samples[slot] = ms
+
+    def merge(self, other: dict[str, Any], rng: random.Random) -> None:
+        count = int(other["count"])
+        if not count:
+            return
+        self.total += float(other["total"])
+        self.min = min(self.min, float(other["min"]))
+        self.max = max(self.max, float(other["max"]))
+        merged = self.samples + [float(x) for x in other["samples"]]
+        self.count += count
+        if len(merged) > MAX_SAMPLES:
+            merged = rng.sample(merged, MAX_SAMPLES)
+        self.samples = merged
+
+    def raw(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total, "min": self.min, "max": self.max,
+                "samples": list(self.samples)}
+
+
 class Metrics:
     """Counters and timers for one run; exported as JSON and Chrome trace."""
 
     def __init__(self, trace: bool = True) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, int] = defaultdict(int)
-        self._samples: dict[str, list[float]] = defaultdict(list)
+        self._timers: dict[str, _Timer] = defaultdict(_Timer)
+        self._rng = random.Random(0)
         self._trace_enabled = trace
-        self._events: list[dict[str, Any]] = []
+        self._events: list[tuple[str, float, float, str]] = []
         self._t0_ns = time.perf_counter_ns()
         self._pid = os.getpid()
 
@@ -56,21 +105,17 @@ class Metrics:
     ) -> None:
         """Add one sample; with ``start_ns`` the scope also goes into the trace."""
         with self._lock:
-            self._samples[name].append(ms)
+            self._timers[name].add(ms, self._rng)
             if (
                 self._trace_enabled
                 and start_ns is not None
                 and len(self._events) < MAX_TRACE_EVENTS
             ):
+                # (name, start µs, duration µs, track): a tuple, not a dict, so a
+                # full trace buffer costs ~15 MB rather than ~100 MB
                 self._events.append(
-                    {
-                        "name": name,
-                        "ph": "X",
-                        "ts": (start_ns - self._t0_ns) / 1000.0,
-                        "dur": ms * 1000.0,
-                        "pid": self._pid,
-                        "tid": track or threading.current_thread().name,
-                    }
+                    (name, (start_ns - self._t0_ns) / 1000.0, ms * 1000.0,
+                     track or threading.current_thread().name)
                 )
 
     @contextmanager
@@ -88,30 +133,30 @@ class Metrics:
         with self._lock:
             for name, n in other.get("counters", {}).items():
                 self._counters[name] += int(n)
-            for name, samples in other.get("samples", {}).items():
-                self._samples[name].extend(float(s) for s in samples)
+            for name, timer in other.get("timers", {}).items():
+                self._timers[name].merge(timer, self._rng)
 
     def raw(self) -> dict[str, Any]:
-        """Picklable snapshot (counters + raw samples) for ``merge``."""
+        """Picklable snapshot (counters + timers with their samples) for ``merge``."""
         with self._lock:
             return {
                 "counters": dict(self._counters),
-                "samples": {k: list(v) for k, v in self._samples.items()},
+                "timers": {k: t.raw() for k, t in self._timers.items() if t.count},
             }
 
     # -- export ---------------------------------------------------------
     def timers(self) -> dict[str, dict[str, float | int]]:
         with self._lock:
-            snapshot = {k: sorted(v) for k, v in self._samples.items() if v}
+            snapshot = {k: (t.count, t.total, t.min, t.max, sorted(t.samples))
+                        for k, t in self._timers.items() if t.count}
         out: dict[str, dict[str, float | int]] = {}
-        for name, values in sorted(snapshot.items()):
-            total = sum(values)
+        for name, (count, total, low, high, values) in sorted(snapshot.items()):
             out[name] = {
-                "count": len(values),
+                "count": count,
                 "total_ms": round(total, 3),
-                "avg_ms": round(total / len(values), 3),
-                "min_ms": round(values[0], 3),
-                "max_ms": round(values[-1], 3),
+                "avg_ms": round(total / count, 3),
+                "min_ms": round(low, 3),
+                "max_ms": round(high, 3),
                 "p50_ms": round(_percentile(values, 50), 3),
                 "p95_ms": round(_percentile(values, 95), 3),
             }
@@ -131,14 +176,17 @@ class Metrics:
         """Chrome trace-event JSON (open in Perfetto or chrome://tracing)."""
         with self._lock:
             events = list(self._events)
-        tracks = sorted({str(e["tid"]) for e in events})
+        tracks = sorted({track for *_, track in events})
         tid_of = {name: i + 1 for i, name in enumerate(tracks)}
         trace_events: list[dict[str, Any]] = [
             {"name": "thread_name", "ph": "M", "pid": self._pid, "tid": tid_of[name],
              "args": {"name": name}}
             for name in tracks
         ]
-        for e in events:
-            trace_events.append({**e, "tid": tid_of[str(e["tid"])]})
+        trace_events.extend(
+            {"name": name, "ph": "X", "ts": ts, "dur": dur, "pid": self._pid,
+             "tid": tid_of[track]}
+            for name, ts, dur, track in events
+        )
         doc = {"traceEvents": trace_events, "displayTimeUnit": "ms"}
         Path(path).write_text(json.dumps(doc) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ import asyncio
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -39,6 +39,9 @@ from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp
 from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
 
 DEFAULT_CACHE_BYTES = 2 * 1024**3
+# Folders already swept for temp files; bounded so memory does not grow with
+# the library (a folder forgotten and seen again is only listed once more).
+_SWEPT_DIRS_REMEMBERED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +242,7 @@ class ItemRunner:
         self.refresh = refresh
         self.quality = quality
         self._inflight: dict[_FetchKey, asyncio.Future[_Loaded]] = {}
-        self._fetched: set[_FetchKey] = set()
-        self._swept: set[str] = set()
+        self._swept: OrderedDict[str, None] = OrderedDict()
 
     async def process(self, item: Item) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
@@ -291,7 +293,9 @@ class ItemRunner:
         manifest).
         """
         key = (normalize_url(web.url), web.etag, web.last_modified)
-        if key in self._fetched:
+        if web.etag is None and web.last_modified is None and self.cache.contains(web.url):
+            # Another item fetched it after this one was planned; the cache is
+            # the run's memory of what was fetched, so nothing grows per URL.
             data = await asyncio.to_thread(self.cache.read, web.url)
             if data is not None:
                 entry = self.cache.get(web.url)
@@ -310,8 +314,6 @@ class ItemRunner:
         finally:
             del self._inflight[key]
         future.set_result(loaded)
-        if loaded.data is not None:
-            self._fetched.add(key)
         return loaded
 
     async def _fetch_network(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
@@ -384,9 +386,13 @@ class ItemRunner:
 
     def _sweep(self, directory: str) -> None:
         """Remove temp files a killed run left in a folder we are about to write."""
-        if directory not in self._swept:
-            self._swept.add(directory)
-            self.metrics.count("files.temp_swept", sweep_temp_files(directory))
+        if directory in self._swept:
+            self._swept.move_to_end(directory)
+            return
+        self._swept[directory] = None
+        if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
+            self._swept.popitem(last=False)
+        self.metrics.count("files.temp_swept", sweep_temp_files(directory))
 
 
 def _slot_error(item: Item, slot: Any, error: str) -> str:
@@ -485,7 +491,7 @@ class _Sink:
 
     def bad_line(self, error: ManifestError) -> None:
         self.stats.bad_lines += 1
-        self.stats.errors[_error_kind(str(error))] += 1
+        _count_error(self.stats.errors, str(error))
         self.metrics.count("manifest.bad_lines")
         if self.report is not None:
             row = {"item": None, "type": None, "art": None, "index": None, "url": None,
@@ -504,7 +510,7 @@ class _Sink:
             if r.status is SlotStatus.SAVED:
                 self.stats.bytes_written += r.bytes or 0
             if r.error:
-                self.stats.errors[_error_kind(r.error)] += 1
+                _count_error(self.stats.errors, r.error)
             if self.report is not None:
                 self.report.write(json.dumps(r.report_row()) + "\n")
         if self.progress is not None:
@@ -523,11 +529,20 @@ class _Sink:
             self.report.flush()
 
 
-def _error_kind(message: str) -> str:
-    """Group errors for the summary: the text after the slot name, without URLs."""
+_ERROR_KINDS_KEPT = 200
+
+
+def _count_error(errors: Counter[str], message: str) -> None:
+    """Group errors for the summary by the text after the slot name, without URLs.
+
+    At most ``_ERROR_KINDS_KEPT`` kinds are kept (then "other"), so a run with
+    a million distinct failures does not hold a million strings.
+    """
     tail = message.split(": ", 1)[-1]
-    words = [w for w in tail.split() if "://" not in w]
-    return " ".join(words[:8])
+    kind = " ".join([w for w in tail.split() if "://" not in w][:8])
+    if kind not in errors and len(errors) >= _ERROR_KINDS_KEPT:
+        kind = "other errors"
+    errors[kind] += 1
 
 
 async def run(
