@@ -14,13 +14,12 @@ library is exactly the new reference and that no ``*.artpipe-tmp`` is left.
 The image server runs in a thread of the test process, so it survives the
 kills. The random delays come from a fixed seed. Two attempts run at a time,
 each in its own library, on /dev/shm where there is one (what SIGKILL can
-break does not depend on fsync; power loss is out of a test's reach). ``ARTPIPE_SLOW=1`` enables a
-longer variant with more kills and bigger images.
+break does not depend on fsync; power loss is out of a test's reach). A longer
+variant with more kills and bigger images is marked slow: ``python -m pytest -m slow``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -30,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -42,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ImageServer, make_image
+from tests.support.server import ImageServer, ThreadedImageServer, make_image
 
 ARTPIPE = [sys.executable, "-m", "artpipe", "run"]
 TEMP_SUFFIX = ".artpipe-tmp"
@@ -50,27 +48,6 @@ SEED = 20260525
 CI_KILLS = 50
 SLOW_KILLS = 300
 PARALLEL = 2  # attempts at a time: most of an attempt is waiting (startup, sleep, fsync)
-
-
-class ThreadedServer:
-    """An ``ImageServer`` on its own event loop in a daemon thread of the test process."""
-
-    def __init__(self) -> None:
-        self.srv = ImageServer(generate=False)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="image-server")
-
-    def __enter__(self) -> ImageServer:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(30)
-        return self.srv
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.srv.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -227,7 +204,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 def kill_loop(tmp_path: Path, *, kills: int, movies: int, big: bool) -> None:
     rng = random.Random(SEED)
-    with ThreadedServer() as srv, scratch(tmp_path) as tmp:
+    with ThreadedImageServer() as srv, scratch(tmp_path) as tmp:
         old_text, new_text = build_manifests(srv, movies, big)
         old_manifest = tmp / "old.jsonl"
         new_manifest = tmp / "new.jsonl"
@@ -298,7 +275,5 @@ def test_sigkill_at_random_moments_leaves_old_or_new_files(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_sigkill_many_times_with_big_images(tmp_path: Path) -> None:
-    if not os.environ.get("ARTPIPE_SLOW"):
-        pytest.skip(f"long variant ({SLOW_KILLS} kills, big images, minutes): "
-                    "set ARTPIPE_SLOW=1 to run it")
+    """The long variant (minutes): deselected by default, run with ``pytest -m slow``."""
     kill_loop(tmp_path, kills=SLOW_KILLS, movies=12, big=True)

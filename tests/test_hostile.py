@@ -19,14 +19,12 @@ render, decode and write_image.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import struct
 import subprocess
 import sys
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +36,14 @@ import pytest
 from artpipe.errors import ImageTooLargeError
 
 from tests.support import server as server_module
-from tests.support.server import Body, GzipBomb, ImageServer, Redirect, make_image
+from tests.support.server import (
+    Body,
+    GzipBomb,
+    ImageServer,
+    Redirect,
+    ThreadedImageServer,
+    make_image,
+)
 
 PEAK_RSS_LIMIT_MB = 300  # DESIGN target for a whole run; the bombs alone would need GBs
 HUGE_LINE_BYTES = 20 * 1024 * 1024
@@ -268,26 +273,6 @@ def bad_lines(good_url: str, outside: Path) -> list[BadLine]:
     ]
 
 
-class ThreadedServer:
-    """``ImageServer`` on its own loop in a daemon thread (the CLI runs in a subprocess)."""
-
-    def __init__(self) -> None:
-        self.srv = ImageServer(generate=False)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ImageServer:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(30)
-        return self.srv
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.srv.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
-
-
 @dataclass
 class Measured:
     returncode: int
@@ -347,7 +332,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     library, outside = tmp / "lib", tmp / "outside"
     library.mkdir()
     outside.mkdir()
-    with ThreadedServer() as srv:
+    with ThreadedImageServer() as srv:
         good_url = srv.url("/good/poster.jpg")
         srv.add_image("/good/poster.jpg", make_image(200, 300, seed=5))
         lines = [_movie_line("good-first", "Movies/Good First/Good First.mkv", good_url)]

@@ -45,6 +45,7 @@ import hashlib
 import io
 import random
 import sys
+import threading
 import time
 import zlib
 from collections import defaultdict, deque
@@ -450,6 +451,32 @@ class ImageServer:
                 if modified <= since:
                     return web.Response(status=304, headers=headers)
         return web.Response(body=res.data, headers=headers)
+
+
+class ThreadedImageServer:
+    """An ``ImageServer`` on its own event loop in a daemon thread.
+
+    For tests that run ``artpipe`` in a subprocess (and SIGKILL it): the server
+    lives in the test process, outside the event loop the test itself may use.
+    ``with ThreadedImageServer() as srv:`` yields the started ``ImageServer``.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.srv = ImageServer(**{"generate": False, **options})
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="image-server")
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(30)
+        return self.srv
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.srv.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
 
 
 def _hang_up(request: web.Request) -> None:
