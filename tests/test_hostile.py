@@ -383,7 +383,8 @@ def test_hostile_body_is_one_failed_slot_with_a_clear_error(
     for word in case.words:
         assert word in error, f"{case.name}: expected {word!r} in {row['error']!r}"
     assert row["url"].endswith(f"/hostile/{case.name}.jpg")
-    assert row["error"].startswith(f"{case.name} poster: "), "the error must name the slot"
+    assert row["error"].startswith(f'"{case.name}" poster'), "the error must name the slot"
+    assert row["url"] in row["error"], "the error must name the URL"
     assert not list((hostile.library / "Movies" / case.name).glob("*")), "nothing saved"
 
 

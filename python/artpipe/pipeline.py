@@ -34,7 +34,7 @@ from artpipe.errors import ArtpipeError, FetchError, ManifestError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
 from artpipe.manifest import iter_manifest, parse_item
 from artpipe.metrics import Metrics
-from artpipe.models import ArtType, Item, SlotStatus
+from artpipe.models import ArtSlot, ArtType, Item, SlotStatus
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
 from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
 
@@ -395,14 +395,21 @@ class ItemRunner:
         self.metrics.count("files.temp_swept", sweep_temp_files(directory))
 
 
-def _slot_error(item: Item, slot: Any, error: str) -> str:
+def _slot_error(item: Item, slot: ArtSlot, error: str) -> str:
+    """Who failed, from where, and that the old file stayed.
+
+    Rust knows the bytes and the path, the fetcher knows the URL; here the
+    item and the URL join them, so every failed row says which image of
+    which title failed and where it came from.
+    """
     what = slot.art.value if not slot.index else f"{slot.art.value} #{slot.index}"
-    return f"{item.label} {what}: {error}"
+    source = f" from {slot.url}" if slot.url and slot.url not in error else ""
+    return f'"{item.label}" {what}{source}: {error}; any existing file was kept'
 
 
 def _result(
     item: Item,
-    slot: Any,
+    slot: ArtSlot,
     status: SlotStatus,
     path: str | None,
     *,
