@@ -78,7 +78,8 @@ def test_help_explains_itself() -> None:
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0
     for option in ("--library", "--concurrency", "--per-host", "--executor", "--originals",
-                   "--refresh", "--report", "--metrics", "--trace", "--quiet", "Exit code"):
+                   "--refresh", "--report", "--metrics", "--trace", "--quiet", "--shard-size",
+                   "--shard-retries", "Exit code"):
         assert option in result.output
 
 

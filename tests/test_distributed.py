@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed as dd  # installed with the test extra: never skip these
 import pytest
 from artpipe import distributed, pipeline
 from artpipe.distributed import ShardResult, ShardTask, run_shard
@@ -31,8 +32,6 @@ from artpipe.store import Store, default_db_path
 from PIL import Image
 
 from tests.support.server import ImageServer, make_image
-
-dd = pytest.importorskip("distributed")
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_LIMITS = FetchLimits(max_attempts=2, backoff_base=0.01, backoff_cap=0.05,

@@ -181,6 +181,7 @@ async def test_changed_url_replaces_file_and_null_removes(tmp_path: Path) -> Non
         assert sorted(p.name for p in show.iterdir()) == ["fanart1.jpg", "fanart2.jpg",
                                                           "poster.jpg"]
         assert report.stats.slots["removed"] == 3
+        assert report.metrics.counters()["images.removed"] == 3  # once per slot
         with Store(default_db_path(library)) as store:
             keys = set(store.artwork_for("s"))
         assert keys == {("poster", 0), ("extrafanart", 1), ("extrafanart", 2)}

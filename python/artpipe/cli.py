@@ -206,6 +206,10 @@ def main() -> None:
               help="Write timers and counters (JSON) here.")
 @click.option("--trace", type=click.Path(path_type=Path, dir_okay=False),
               help="Write a Chrome trace (open in Perfetto) here.")
+@click.option("--shard-size", type=click.IntRange(1), default=2000, show_default=True,
+              help="With dask://: manifest items per shard sent to a worker.")
+@click.option("--shard-retries", type=click.IntRange(0), default=3, show_default=True,
+              help="With dask://: times Dask retries a failed or lost shard.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary; exit code only.")
 def run(manifest: Path, library: Path, quiet: bool, **options: Any) -> None:
     """Download and save the artwork listed in MANIFEST into the library.

@@ -346,8 +346,8 @@ class ItemRunner:
                 results.append(_result(item, slot, SlotStatus.FAILED, target,
                                        error=_slot_error(item, slot, entry.error)))
             elif isinstance(source, planner.Remove):
-                removed = await asyncio.to_thread(remove_file, str(source.path))
-                self.metrics.count("images.removed", int(removed))
+                # counted once, as a removed slot, by the driver's sink
+                await asyncio.to_thread(remove_file, str(source.path))
                 results.append(_result(item, slot, SlotStatus.REMOVED, target))
             elif isinstance(source, planner.LocalFile) or entry.not_modified:
                 results.append(_result(item, slot, SlotStatus.UNCHANGED, target,
