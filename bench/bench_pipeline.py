@@ -178,10 +178,12 @@ async def run_ember_async(items: list[dict[str, Any]], library: Path) -> dict[st
     return {"download ms/movie": download * 1000 / n, "save ms/movie": save * 1000 / n}
 
 
-async def run_artpipe(items: list[dict[str, Any]], library: Path) -> dict[str, float]:
+async def run_artpipe(
+    items: list[dict[str, Any]], library: Path, per_host: int = 8
+) -> dict[str, float]:
     from artpipe import pipeline
 
-    report = await pipeline.run(items, library)
+    report = await pipeline.run(items, library, per_host=per_host)
     assert report.exit_code == 0, report.stats.errors
     counters = report.metrics.counters()
     assert counters.get("http.requests_in_save", 0) == 0
@@ -201,6 +203,8 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--skip", nargs="*", default=[], help="sequential, ember-async, artpipe")
     parser.add_argument("--json", type=Path, help="also write results here")
+    parser.add_argument("--per-host", type=int, default=8,
+                        help="artpipe's per-host limit (default 8, as in the CLI)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="artpipe-bench-") as tmp:
@@ -219,7 +223,7 @@ def main() -> int:
         runners = {
             "sequential": lambda lib: run_sequential(items, lib),
             "ember-async": lambda lib: asyncio.run(run_ember_async(items, lib)),
-            "artpipe": lambda lib: asyncio.run(run_artpipe(items, lib)),
+            "artpipe": lambda lib: asyncio.run(run_artpipe(items, lib, args.per_host)),
         }
         for name, fn in runners.items():
             if name in args.skip:
