@@ -325,3 +325,23 @@ def test_missing_library_is_an_artpipe_error(tmp_path: Path) -> None:
 def test_unknown_executor_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown executor"):
         asyncio.run(pipeline.run([], tmp_path, executor="gpu"))
+
+
+async def test_a_request_during_save_is_counted(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard has teeth: a save step that fetches (the seed's bug) shows up."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    original_save = pipeline.ItemRunner._save
+
+    async def save_that_refetches(self: pipeline.ItemRunner, item: Any, loaded: Any) -> Any:
+        for entry in loaded:  # what the media manager's LoadAndCache did inside SaveToDisk
+            if entry.planned.slot.url:
+                await self.fetcher.fetch(entry.planned.slot.url + "?again")
+        return await original_save(self, item, loaded)
+
+    monkeypatch.setattr(pipeline.ItemRunner, "_save", save_that_refetches)
+    async with ImageServer() as srv:
+        items = serve_library_art(srv, 2)
+        report = await run(items, library)
+    assert report.metrics.counters()["http.requests_in_save"] == 2 * 12
