@@ -129,3 +129,11 @@ def test_bad_manifest_line_exits_1_with_line_number(tmp_path: Path, line: str) -
     proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--report", str(report))
     assert proc.returncode == 1, proc.stderr
     assert "line 2" in report.read_text()
+
+
+def test_unwritable_report_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--report",
+                   "/proc/artpipe-report.jsonl")
+    assert_one_line_error(proc, "report")

@@ -345,3 +345,56 @@ async def test_a_request_during_save_is_counted(tmp_path: Path,
         items = serve_library_art(srv, 2)
         report = await run(items, library)
     assert report.metrics.counters()["http.requests_in_save"] == 2 * 12
+
+
+async def test_undecodable_bytes_are_not_served_from_the_cache_again(tmp_path: Path) -> None:
+    """A truncated response fails its slot once; the next run downloads afresh."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        good = make_image(64, 48, seed=3)
+        srv.add_image("/p.jpg", good[:300])  # passes the magic-byte sniff, cannot decode
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/p.jpg")}}
+        assert (await run([item], library)).exit_code == 1
+        srv.add_image("/p.jpg", good)  # the CDN recovered
+        srv.reset_counters()
+        report = await run([item], library)
+        assert report.exit_code == 0
+        assert srv.hits("/p.jpg") == 1
+        assert (library / "M" / "M-poster.jpg").is_file()
+
+
+async def test_304_to_an_unconditional_request_is_a_failed_slot(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        srv.script("/p.jpg", then=Status(304))
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/p.jpg")}}
+        report = await run([item], library, report=tmp_path / "r.jsonl")
+    assert report.exit_code == 1
+    assert "304" in (tmp_path / "r.jsonl").read_text()
+
+
+async def test_missing_manifest_raises_before_touching_the_library(tmp_path: Path) -> None:
+    from artpipe.errors import ManifestError
+
+    with pytest.raises(ManifestError, match=r"nope\.jsonl"):
+        await run(tmp_path / "nope.jsonl", tmp_path)
+    assert not (tmp_path / ".artpipe").exists()
+
+
+async def test_null_for_absent_art_is_removed_and_every_counter_is_reported(
+    tmp_path: Path,
+) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    item = {"id": "m", "type": "movie", "path": "M/M.mkv", "art": {"banner": None}}
+    report = await run([item], library)
+    assert report.stats.slots["removed"] == 1 and report.exit_code == 0
+    counters = report.metrics.counters()
+    for name in ("images.saved", "images.unchanged", "images.failed", "images.removed",
+                 "images.skipped", "images.passthrough", "http.requests",
+                 "http.requests_in_save"):
+        assert name in counters, name

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from artpipe.errors import ArtpipeError, ManifestError
+from artpipe.errors import ArtpipeError
 from artpipe.models import SlotStatus
 
 EXIT_OK, EXIT_FAILED_SLOTS, EXIT_USAGE = 0, 1, 2
@@ -161,9 +161,7 @@ def _run_engine(manifest: Any, library: Path, quiet: bool, total: int | None,
             "to finish the rest"
         )
         sys.exit(130)
-    except ManifestError as exc:
-        _fail(str(exc))
-    except ArtpipeError as exc:
+    except ArtpipeError as exc:  # ManifestError, StoreError, ...: the run cannot go on
         _fail(str(exc))
     if not quiet:
         _summary(console, report)
@@ -273,6 +271,9 @@ def demo(directory: Path, quiet: bool) -> None:
     try:
         with display.running():
             report = asyncio.run(go())
+    except KeyboardInterrupt:
+        err_console.print("interrupted: run `artpipe demo` again to finish the rest")
+        sys.exit(130)
     except ArtpipeError as exc:
         _fail(str(exc))
     if not quiet:

@@ -3,8 +3,8 @@
 Starts an aiohttp server on 127.0.0.1 (an ephemeral port) that serves the
 images in ``demo_art/`` with a little latency and real ETag/Last-Modified
 headers, writes a manifest that covers every content type (movies with
-extrafanart, a movie set, a show with seasons, specials and episodes, shared
-URLs, one broken URL), and runs the same ``pipeline.run`` a user's manifest
+extrafanart, a movie set, a show with seasons, specials and episodes, and
+URLs shared between items), and runs the same ``pipeline.run`` a user's manifest
 gets. Nothing leaves the machine.
 """
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, aclosing
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import IO, Any
 
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
-from artpipe.errors import ArtpipeError, FetchError, ManifestError
+from artpipe.errors import ArtpipeError, DecodeError, FetchError, ManifestError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
 from artpipe.manifest import iter_manifest, parse_item
 from artpipe.metrics import Metrics
@@ -63,6 +64,7 @@ class SlotResult:
     etag: str | None = None
     last_modified: str | None = None
     passthrough: bool = False
+    reason: str | None = None  # the bare error, for grouping in the summary
 
     def report_row(self) -> dict[str, Any]:
         return {
@@ -246,12 +248,19 @@ class ItemRunner:
 
     async def process(self, item: Item) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
+            # rows on the loop (the store's connection lives here); the stat,
+            # realpath and listdir calls of planning in a thread, so a slow NAS
+            # does not stall the downloads in flight
             facts = _StoreFacts(self.rows_for(item.id), self.cache)
-            item_plan = planner.plan_item(item, self.library, facts, refresh=self.refresh)
-            results = [
-                _result(item, e.slot, SlotStatus.FAILED, None, error=str(e.error))
-                for e in item_plan.errors
-            ]
+            try:
+                item_plan = await asyncio.to_thread(
+                    planner.plan_item, item, self.library, facts, refresh=self.refresh
+                )
+            except OSError as exc:
+                reason = f"cannot read {exc.filename or 'its folder'}: {exc.strerror or exc}"
+                return ItemOutcome(item, tuple(_failed(item, s, None, reason)
+                                               for s in item.slots))
+            results = [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
             with self.metrics.timer("item.download", track="items"):
                 loaded = await asyncio.gather(
                     *(self._load(p, facts) for p in item_plan.slots)
@@ -270,11 +279,9 @@ class ItemRunner:
         if isinstance(source, planner.Memory):
             return _Loaded(planned, data=source.data)
         if isinstance(source, planner.Cache):
-            data = await asyncio.to_thread(self.cache.read, source.url)
-            if data is not None:
-                entry = self.cache.get(source.url)
-                return _Loaded(planned, data=data, etag=entry.etag if entry else None,
-                               last_modified=entry.last_modified if entry else None)
+            cached = await self._from_cache(planned, source.url)
+            if cached is not None:
+                return cached
             # Evicted or corrupt since planning: ask the one resolver again with
             # what is true now, rather than deciding "download it" here.
             state = planner.SlotState(target=planned.target,
@@ -296,11 +303,9 @@ class ItemRunner:
         if web.etag is None and web.last_modified is None and self.cache.contains(web.url):
             # Another item fetched it after this one was planned; the cache is
             # the run's memory of what was fetched, so nothing grows per URL.
-            data = await asyncio.to_thread(self.cache.read, web.url)
-            if data is not None:
-                entry = self.cache.get(web.url)
-                return _Loaded(planned, data=data, etag=entry.etag if entry else None,
-                               last_modified=entry.last_modified if entry else None)
+            cached = await self._from_cache(planned, web.url)
+            if cached is not None:
+                return cached
         shared = self._inflight.get(key)
         if shared is not None:
             return replace(await asyncio.shield(shared), planned=planned)
@@ -323,16 +328,36 @@ class ItemRunner:
         except FetchError as exc:
             return _Loaded(planned, error=str(exc))
         if result.not_modified or result.data is None:
+            if web.etag is None and web.last_modified is None:
+                return _Loaded(planned, error=(
+                    f"{web.url} answered 304 Not Modified to a request without validators "
+                    "(a misbehaving server or proxy); nothing to save — try again later"))
             return _Loaded(planned, etag=result.etag, last_modified=result.last_modified,
                            not_modified=True)
         try:
             await asyncio.to_thread(self.cache.put, web.url, result.data, etag=result.etag,
                                     last_modified=result.last_modified)
-        except (OSError, ArtpipeError) as exc:  # a full cache disk must not fail the slot
-            self.metrics.count("cache.errors")
-            del exc
+        except Exception:  # a full or broken cache must not fail the slot:
+            self.metrics.count("cache.errors")  # the bytes are in hand; only reuse is lost
         return _Loaded(planned, data=result.data, etag=result.etag,
                        last_modified=result.last_modified)
+
+    async def _from_cache(self, planned: planner.PlannedSlot, url: str) -> _Loaded | None:
+        """The cached original with its validators, or None (missing, corrupt, unreadable)."""
+
+        def read() -> _Loaded | None:
+            data = self.cache.read(url)
+            if data is None:
+                return None
+            entry = self.cache.get(url)
+            return _Loaded(planned, data=data, etag=entry.etag if entry else None,
+                           last_modified=entry.last_modified if entry else None)
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception:  # an unreadable cache is a cache miss, never a failure
+            self.metrics.count("cache.errors")
+            return None
 
     # -- save phase (bytes only; SAVE_PHASE is set) ---------------------
     async def _save(self, item: Item, loaded: list[_Loaded]) -> list[SlotResult]:
@@ -343,19 +368,24 @@ class ItemRunner:
             planned = entry.planned
             slot, target, source = planned.slot, str(planned.target), planned.source
             if entry.error is not None:
-                results.append(_result(item, slot, SlotStatus.FAILED, target,
-                                       error=_slot_error(item, slot, entry.error)))
+                results.append(_failed(item, slot, target, entry.error))
             elif isinstance(source, planner.Remove):
-                # counted once, as a removed slot, by the driver's sink
-                await asyncio.to_thread(remove_file, str(source.path))
-                results.append(_result(item, slot, SlotStatus.REMOVED, target))
+                try:  # counted once, as a removed slot, by the driver's sink
+                    await asyncio.to_thread(remove_file, str(source.path))
+                except OSError as exc:
+                    results.append(_failed(item, slot, target,
+                                           f"cannot remove {source.path}: {exc.strerror or exc}"))
+                else:
+                    results.append(_result(item, slot, SlotStatus.REMOVED, target))
             elif isinstance(source, planner.LocalFile) or entry.not_modified:
                 results.append(_result(item, slot, SlotStatus.UNCHANGED, target,
                                        etag=entry.etag, last_modified=entry.last_modified))
+            elif slot.url is None:  # removal asked, nothing on disk: the art is gone as wanted
+                results.append(_result(item, slot, SlotStatus.REMOVED, target))
             elif isinstance(source, planner.Nothing) or entry.data is None:
                 results.append(_result(item, slot, SlotStatus.SKIPPED, target))
             else:
-                self._sweep(os.path.dirname(target))
+                await self._sweep(os.path.dirname(target))
                 job = SaveJob(
                     data=entry.data,
                     target=target,
@@ -365,14 +395,23 @@ class ItemRunner:
                 )
                 jobs.append((entry, loop.run_in_executor(self.executor, save_one, job)))
         for entry, future in jobs:
-            outcome = await future
             slot, target = entry.planned.slot, str(entry.planned.target)
+            try:
+                outcome = await future
+            except Exception as exc:  # BrokenProcessPool, pickling: per slot
+                results.append(_failed(item, slot, target, (
+                    f"the render worker failed ({type(exc).__name__}: {exc}); "
+                    "rerun to retry this image")))
+                continue
             self.metrics.record("render", outcome.ms, start_ns=outcome.start_ns,
                                 track=outcome.worker)
             if outcome.saved is None:
                 error = outcome.error or ArtpipeError("unknown save failure")
-                results.append(_result(item, slot, SlotStatus.FAILED, target,
-                                       error=_slot_error(item, slot, str(error))))
+                if isinstance(error, DecodeError) and slot.url:
+                    # never serve these bytes again from the cache: the next run
+                    # downloads afresh (a truncated response is often transient)
+                    await self._evict(slot.url)
+                results.append(_failed(item, slot, target, str(error)))
                 continue
             saved = outcome.saved
             self.metrics.count("images.passthrough", int(saved.passthrough))
@@ -384,7 +423,7 @@ class ItemRunner:
             ))
         return results
 
-    def _sweep(self, directory: str) -> None:
+    async def _sweep(self, directory: str) -> None:
         """Remove temp files a killed run left in a folder we are about to write."""
         if directory in self._swept:
             self._swept.move_to_end(directory)
@@ -392,7 +431,20 @@ class ItemRunner:
         self._swept[directory] = None
         if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
             self._swept.popitem(last=False)
-        self.metrics.count("files.temp_swept", sweep_temp_files(directory))
+        removed = await asyncio.to_thread(sweep_temp_files, directory)
+        self.metrics.count("files.temp_swept", removed)
+
+    async def _evict(self, url: str) -> None:
+        try:
+            await asyncio.to_thread(self.cache.evict, url)
+        except Exception:  # best effort; the row already says what failed
+            self.metrics.count("cache.errors")
+
+
+def _failed(item: Item, slot: ArtSlot, path: str | None, reason: str) -> SlotResult:
+    """A failed row: the full message for the user, the bare reason for the summary."""
+    return _result(item, slot, SlotStatus.FAILED, path, error=_slot_error(item, slot, reason),
+                   reason=reason)
 
 
 def _slot_error(item: Item, slot: ArtSlot, error: str) -> str:
@@ -421,16 +473,22 @@ def _result(
     etag: str | None = None,
     last_modified: str | None = None,
     passthrough: bool = False,
+    reason: str | None = None,
 ) -> SlotResult:
     return SlotResult(
         item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
         url=slot.url, status=status, path=path, width=width, height=height, bytes=size,
         error=error, sha256=sha256, etag=etag, last_modified=last_modified,
-        passthrough=passthrough,
+        passthrough=passthrough, reason=reason,
     )
 
 
 # -- the driver -----------------------------------------------------------
+
+
+def _ignore_sigint() -> None:
+    """Render processes leave Ctrl-C to the driver, which stops the run cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Executor, bool]:
@@ -442,7 +500,8 @@ def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Exe
         return ThreadPoolExecutor(max_workers=n, thread_name_prefix="save"), True
     if spec == "process":
         return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"),
-                                   max_tasks_per_child=1000), True
+                                   max_tasks_per_child=1000,
+                                   initializer=_ignore_sigint), True
     raise ValueError(
         f"unknown executor {spec!r}: use 'thread', 'process' or 'dask://HOST:PORT'"
     )
@@ -452,9 +511,15 @@ def _iter_items(
     items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
     on_error: Callable[[ManifestError], None],
 ) -> Iterator[Item]:
+    """Items from a manifest path (opened now: an unreadable one raises here) or objects."""
     if isinstance(items, str | os.PathLike):
-        yield from iter_manifest(items, on_error=on_error)
-        return
+        return iter_manifest(items, on_error=on_error)
+    return _parse_objects(items, on_error)
+
+
+def _parse_objects(
+    items: Iterable[Item | dict[str, Any]], on_error: Callable[[ManifestError], None]
+) -> Iterator[Item]:
     for n, obj in enumerate(items, start=1):
         if isinstance(obj, Item):
             yield obj
@@ -517,7 +582,7 @@ class _Sink:
             if r.status is SlotStatus.SAVED:
                 self.stats.bytes_written += r.bytes or 0
             if r.error:
-                _count_error(self.stats.errors, r.error)
+                _count_error(self.stats.errors, r.reason or r.error)
             if self.report is not None:
                 self.report.write(json.dumps(r.report_row()) + "\n")
         if self.progress is not None:
@@ -528,10 +593,10 @@ class _Sink:
     def flush(self) -> None:
         if not self.pending:
             return
+        batch, self.pending = self.pending, []  # a batch that failed is not retried
         with self.metrics.timer("db.save_item", track="driver"), self.store.batch():
-            for outcome in self.pending:
+            for outcome in batch:
                 _store_outcome(self.store, outcome)
-        self.pending.clear()
         if self.report is not None:
             self.report.flush()
 
@@ -540,13 +605,12 @@ _ERROR_KINDS_KEPT = 200
 
 
 def _count_error(errors: Counter[str], message: str) -> None:
-    """Group errors for the summary by the text after the slot name, without URLs.
+    """Group errors for the summary by their first words, without URLs.
 
     At most ``_ERROR_KINDS_KEPT`` kinds are kept (then "other"), so a run with
     a million distinct failures does not hold a million strings.
     """
-    tail = message.split(": ", 1)[-1]
-    kind = " ".join([w for w in tail.split() if "://" not in w][:8])
+    kind = " ".join([w for w in message.split() if "://" not in w][:8])
     if kind not in errors and len(errors) >= _ERROR_KINDS_KEPT:
         kind = "other errors"
     errors[kind] += 1
@@ -570,6 +634,9 @@ async def run(
 
     if distributed.wants_cluster(opts.executor):
         return await distributed.run(items, opts, progress=progress)
+    # Open the manifest before anything is created in the library: a missing
+    # or unreadable manifest is a usage error (exit 2), not a half-made run.
+    item_iter = _iter_items(items, lambda error: driver.sink.bad_line(error))
     with ExitStack() as stack:
         driver = open_driver(opts, progress, stack)
         executor, owned = make_executor(opts.executor, opts.workers)
@@ -586,12 +653,11 @@ async def run(
                 executor=executor, metrics=driver.metrics, rows_for=driver.store.artwork_for,
                 originals=opts.originals, refresh=opts.refresh, quality=opts.quality,
             )
+            workers = opts.item_workers or max(4, opts.concurrency // 4)
             try:
-                async for outcome in _pipelined(
-                    _iter_items(items, driver.sink.bad_line), runner,
-                    opts.item_workers or max(4, opts.concurrency // 4),
-                ):
-                    driver.sink.add(outcome)
+                async with aclosing(_pipelined(item_iter, runner, workers)) as outcomes:
+                    async for outcome in outcomes:
+                        driver.sink.add(outcome)
             finally:
                 driver.sink.flush()
                 driver.hosts.update(
@@ -615,10 +681,16 @@ class Driver:
 
     def finish(self, opts: RunOptions) -> RunReport:
         """Write the metrics/trace files and build the report (after the stores closed)."""
-        if opts.metrics:
-            self.metrics.write_json(opts.metrics)
-        if opts.trace:
-            self.metrics.write_trace(opts.trace)
+        try:
+            if opts.metrics:
+                self.metrics.write_json(opts.metrics)
+            if opts.trace:
+                self.metrics.write_trace(opts.trace)
+        except OSError as exc:
+            raise ArtpipeError(
+                f"the run finished (library and store are up to date) but {exc.filename} "
+                f"could not be written: {exc.strerror or exc}"
+            ) from exc
         return RunReport(stats=self.stats, metrics=self.metrics, library=self.library,
                          db=self.db, report_path=opts.report, metrics_path=opts.metrics,
                          trace_path=opts.trace, hosts=self.hosts)
@@ -637,13 +709,27 @@ def open_driver(opts: RunOptions, progress: ProgressCallback | None, stack: Exit
         )
     db = opts.db or default_db_path(library)
     store = stack.enter_context(Store(db))
-    cache = stack.enter_context(
-        Cache(opts.cache_dir or (library / ".artpipe" / "cache"), max_bytes=opts.cache_bytes)
-    )
+    cache_dir = opts.cache_dir or (library / ".artpipe" / "cache")
+    try:
+        cache = stack.enter_context(Cache(cache_dir, max_bytes=opts.cache_bytes))
+    except Exception as exc:  # OSError or the cache index's sqlite3.Error
+        raise ArtpipeError(
+            f"cannot open the download cache in {cache_dir}: {exc}; "
+            "check the folder is writable, or pass --cache-dir to put it elsewhere"
+        ) from exc
     report: IO[str] | None = None
     if opts.report:
-        report = stack.enter_context(open(opts.report, "w", encoding="utf-8"))
+        try:
+            report = stack.enter_context(open(opts.report, "w", encoding="utf-8"))
+        except OSError as exc:
+            raise ArtpipeError(
+                f"cannot write the report {opts.report}: {exc.strerror or exc}; "
+                "pick a writable --report path"
+            ) from exc
     metrics = Metrics(trace=opts.trace is not None)
+    for status in SlotStatus:  # every DESIGN counter is present, even at zero
+        metrics.count(f"images.{status.value}", 0)
+    metrics.count("images.passthrough", 0)
     stats = RunStats()
     sink = _Sink(store, report, stats, metrics, progress, opts.batch_size)
     return Driver(library, db, store, cache, metrics, stats, sink)
@@ -651,7 +737,7 @@ def open_driver(opts: RunOptions, progress: ProgressCallback | None, stack: Exit
 
 async def _pipelined(
     items: Iterator[Item], runner: ItemRunner, workers: int
-) -> AsyncIterator[ItemOutcome]:
+) -> AsyncGenerator[ItemOutcome, None]:
     """Run ``workers`` item tasks over a bounded queue; yield outcomes as they finish."""
     todo: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=workers * 2)
     done: asyncio.Queue[ItemOutcome | None] = asyncio.Queue(maxsize=workers * 2)
@@ -667,14 +753,21 @@ async def _pipelined(
             await done.put(await runner.process(item))
         await done.put(None)
 
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(produce())
-        for _ in range(workers):
-            tg.create_task(work())
-        finished = 0
-        while finished < workers:
-            outcome = await done.get()
-            if outcome is None:
-                finished += 1
-            else:
-                yield outcome
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce())
+            for _ in range(workers):
+                tg.create_task(work())
+            finished = 0
+            while finished < workers:
+                outcome = await done.get()
+                if outcome is None:
+                    finished += 1
+                else:
+                    yield outcome
+    except BaseExceptionGroup as group:
+        # One failing task (a broken store, a bad manifest read) should reach
+        # the caller as itself, so the CLI can print one line, not a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

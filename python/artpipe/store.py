@@ -140,13 +140,24 @@ class Store:
         self._in_tx = True
         try:
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
             self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(
+                f"cannot write the artpipe database {self.path}: {exc}; the images already "
+                "written are complete — free disk space or fix permissions and run again"
+            ) from exc
+        except BaseException:
+            self._rollback()
+            raise
         finally:
             self._in_tx = False
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:  # already rolled back by SQLite (disk full, I/O error)
+            return
 
     # -- writes (driver only) -------------------------------------------
     def upsert_item(self, row: ItemRow) -> None:
