@@ -398,3 +398,17 @@ async def test_null_for_absent_art_is_removed_and_every_counter_is_reported(
                  "images.skipped", "images.passthrough", "http.requests",
                  "http.requests_in_save"):
         assert name in counters, name
+
+
+async def test_refresh_revalidates_a_shared_url_once(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        srv.add_image("/shared.jpg", etag='"v1"')
+        items = [{"id": f"m{n}", "type": "movie", "path": f"M{n}/M{n}.mkv",
+                  "art": {"poster": srv.url("/shared.jpg")}} for n in range(5)]
+        await run(items, library)
+        srv.reset_counters()
+        report = await run(items, library, refresh=True, item_workers=1)
+        assert srv.hits("/shared.jpg") == 1
+        assert report.stats.slots["unchanged"] == 5

@@ -138,6 +138,7 @@ class ShardTask:
     refresh: bool = False
     quality: int = 90
     cache_bytes: int = 2 * 1024**3
+    resolve: dict[str, tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ async def _run_shard(task: ShardTask) -> ShardResult:
     rows = task.rows
     pool = ThreadPoolExecutor(max_workers=_render_threads(task), thread_name_prefix="save")
     try:
-        async with Fetcher(task.limits, metrics=metrics) as fetcher:
+        async with Fetcher(task.limits, metrics=metrics, resolve=task.resolve) as fetcher:
             runner = ItemRunner(
                 library=Path(task.library), fetcher=fetcher, cache=cache, executor=pool,
                 metrics=metrics, rows_for=lambda item_id: rows.get(item_id, {}),
@@ -360,6 +361,7 @@ async def _drive(
                 item_workers=item_workers, host_slots=host_slots, workers=opts.workers,
                 originals=opts.originals, refresh=opts.refresh, quality=opts.quality,
                 cache_bytes=opts.cache_bytes,
+                resolve=dict(opts.resolve) if opts.resolve else None,
             )
             future = client.submit(shard_fn, task, key=f"artpipe-shard-{run_id}-{n}",
                                    retries=opts.shard_retries, pure=False)

@@ -43,6 +43,9 @@ DEFAULT_CACHE_BYTES = 2 * 1024**3
 # Folders already swept for temp files; bounded so memory does not grow with
 # the library (a folder forgotten and seen again is only listed once more).
 _SWEPT_DIRS_REMEMBERED = 4096
+# Conditional GETs answered this run, so items sharing a URL revalidate it once;
+# bounded like the above (a forgotten one is only revalidated again).
+_REVALIDATED_REMEMBERED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +248,7 @@ class ItemRunner:
         self.quality = quality
         self._inflight: dict[_FetchKey, asyncio.Future[_Loaded]] = {}
         self._swept: OrderedDict[str, None] = OrderedDict()
+        self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
 
     async def process(self, item: Item) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
@@ -306,6 +310,14 @@ class ItemRunner:
             cached = await self._from_cache(planned, web.url)
             if cached is not None:
                 return cached
+        recent = self._revalidated.get(key)
+        if recent is not None:  # --refresh: items sharing a URL (and its validators)
+            self._revalidated.move_to_end(key)  # revalidate it once per run
+            if recent.not_modified:
+                return replace(recent, planned=planned)
+            cached = await self._from_cache(planned, web.url)
+            if cached is not None:
+                return cached
         shared = self._inflight.get(key)
         if shared is not None:
             return replace(await asyncio.shield(shared), planned=planned)
@@ -319,6 +331,11 @@ class ItemRunner:
         finally:
             del self._inflight[key]
         future.set_result(loaded)
+        if web.etag is not None or web.last_modified is not None:
+            if loaded.error is None:
+                self._revalidated[key] = replace(loaded, data=None)
+                if len(self._revalidated) > _REVALIDATED_REMEMBERED:
+                    self._revalidated.popitem(last=False)
         return loaded
 
     async def _fetch_network(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
