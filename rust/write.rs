@@ -4,7 +4,8 @@
 //!
 //! The bytes go to a temp file in the target's own directory (so the rename cannot cross a
 //! filesystem), named `.<name>.<random>.artpipe-tmp` — the pipeline sweeps leftovers by that
-//! exact suffix after a SIGKILL. Then `sync_all`, rename over the target, fsync the directory
+//! exact suffix after a SIGKILL, skipping any that a live writer still holds locked (flock).
+//! Then `sync_all`, rename over the target, fsync the directory
 //! so the rename itself survives a power cut. On any error the temp file is removed. A
 //! directory, FIFO, socket or device at the target path is refused: renaming over a directory
 //! fails late and confusingly, and opening a FIFO would block the writer forever.
@@ -173,20 +174,34 @@ fn create_temp(dir: &Path, name: &OsStr, target: &Path) -> CoreResult<(PathBuf, 
     ))
 }
 
+/// Lock the temp file (flock) for as long as this writer owns it: the sweeper removes only
+/// temp files it can lock, so it never deletes another live writer's file (a second run or a
+/// Dask shard writing the same folder), while a SIGKILLed writer's lock is gone with it.
+/// Filesystems without locks only lose that protection, not the write.
+fn hold_while_writing(file: &File) {
+    if let Err(e) = file.lock() {
+        debug_assert!(
+            e.kind() != ErrorKind::WouldBlock,
+            "a new temp file is never locked"
+        );
+    }
+}
+
 /// Write `bytes` to `path` atomically and durably (see the module docs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> CoreResult<()> {
     check_target(path)?;
     let dir = parent_dir(path);
     let name = path.file_name().unwrap_or_else(|| OsStr::new("image"));
     let (tmp, mut file) = create_temp(dir, name, path)?;
+    hold_while_writing(&file);
     let steps = (|| -> Result<(), (&'static str, std::io::Error)> {
         file.write_all(bytes)
             .map_err(|e| ("cannot write the temporary file", e))?;
         file.sync_all()
             .map_err(|e| ("cannot flush the temporary file to disk", e))?;
-        drop(file);
         fs::rename(&tmp, path).map_err(|e| ("cannot rename the temporary file over the target", e))
     })();
+    drop(file); // releases the lock, after the rename
     if let Err((what, e)) = steps {
         // Best effort: the temp file may already be gone; the original error is what matters.
         let _ = fs::remove_file(&tmp);
@@ -241,6 +256,18 @@ mod tests {
         assert_eq!(fs::read(&target).unwrap(), b"new bytes");
         assert!(leftovers(&dir).is_empty());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_temp_file_is_locked_while_its_writer_holds_it() {
+        let dir = scratch("lock");
+        let (tmp, file) = create_temp(&dir, OsStr::new("p.jpg"), &dir.join("p.jpg")).unwrap();
+        hold_while_writing(&file);
+        let other = File::open(&tmp).unwrap();
+        assert!(other.try_lock().is_err(), "a sweeper must not get the lock");
+        drop(file);
+        assert!(other.try_lock().is_ok(), "the lock goes with the writer");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

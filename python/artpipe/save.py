@@ -9,6 +9,7 @@ thread pool, a spawn process pool or a Dask worker.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -70,7 +71,12 @@ def remove_file(path: str) -> bool:
 
 
 def sweep_temp_files(directory: str) -> int:
-    """Remove temp files an interrupted write left behind (only ours, by suffix)."""
+    """Remove temp files an interrupted write left behind (only ours, by suffix).
+
+    A live writer holds an flock on its temp file until the rename, so a file
+    we can lock belongs to a writer that died (SIGKILL, power cut): remove it.
+    One we cannot lock is another run's (or Dask shard's) write in progress.
+    """
     removed = 0
     try:
         names = os.listdir(directory)
@@ -78,9 +84,24 @@ def sweep_temp_files(directory: str) -> int:
         return 0
     for name in names:
         if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-            try:
-                os.unlink(os.path.join(directory, name))
-                removed += 1
-            except OSError:
-                pass  # another run's writer may own it; it renames or removes it itself
+            removed += _remove_if_abandoned(os.path.join(directory, name))
     return removed
+
+
+def _remove_if_abandoned(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return 0  # renamed or removed meanwhile, or not a file of ours
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return 0  # a live writer holds it: it renames or removes the file itself
+    try:
+        os.unlink(path)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    return 1
