@@ -6,6 +6,7 @@
 //! `python` feature, which `[tool.maturin]` enables for every wheel build.
 #![forbid(unsafe_code)]
 
+pub mod build_info;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -30,7 +31,15 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("MAX_PIXELS", crate::render::DEFAULT_MAX_PIXELS)?;
+        m.add("TEMP_SUFFIX", crate::write::TEMP_SUFFIX)
+    }
+
+    /// What this build contains and uses on this CPU, as (name, value) pairs.
+    #[pyfunction]
+    fn build_info() -> Vec<(&'static str, String)> {
+        crate::build_info::facts()
     }
 
     /// Run `work` with the GIL released; a panic becomes `InternalError`.

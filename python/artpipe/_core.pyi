@@ -6,9 +6,24 @@ and wrap results in dataclasses.
 
 import os
 
-__all__ = ["__version__", "_debug_panic", "decode", "encode", "probe", "render", "write_image"]
+__all__ = [
+    "MAX_PIXELS",
+    "TEMP_SUFFIX",
+    "__version__",
+    "_debug_panic",
+    "build_info",
+    "decode",
+    "encode",
+    "probe",
+    "render",
+    "write_image",
+]
 
 __version__: str
+MAX_PIXELS: int
+TEMP_SUFFIX: str
+
+def build_info() -> list[tuple[str, str]]: ...
 
 def probe(data: bytes) -> tuple[str, int, int, int]: ...
 def render(
