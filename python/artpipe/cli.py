@@ -168,8 +168,22 @@ def _run_engine(manifest: Any, library: Path, quiet: bool, total: int | None,
     return report
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the package and what its compiled core was built with, on one line."""
+    if not value or ctx.resilient_parsing:
+        return
+    from artpipe import doctor
+
+    by_name = {fact.name: fact.value for fact in doctor.facts()}
+    click.echo(f"artpipe {by_name['artpipe']} (libjpeg-turbo {by_name['libjpeg-turbo']}, "
+               f"JPEG SIMD {by_name['JPEG SIMD']}, resize {by_name['resize SIMD']}; "
+               f"{by_name['python']}; `artpipe doctor` for more)")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="artpipe")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and how the core was built.")
 def main() -> None:
     """artpipe: fill a media library (Kodi layout) with artwork.
 
@@ -308,6 +322,41 @@ def probe(files: tuple[Path, ...]) -> None:
         orient = f" orientation {info.orientation}" if info.orientation != 1 else ""
         click.echo(f"{path}: {info.format} {info.width}x{info.height}{orient}")
     sys.exit(status)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def doctor(as_json: bool) -> None:
+    """Show how artpipe is installed and what its core can do on this machine.
+
+    Version, Python, platform, the wheel tag pip installed, the libjpeg-turbo
+    version and whether its SIMD is built in and used, the resize CPU
+    extension, image formats and the pixel limit. Paste it into bug reports.
+    Exits 1 when something makes artpipe slower than it should be.
+    """
+    from rich.markup import escape
+
+    from artpipe import doctor as doctor_facts
+
+    facts = doctor_facts.facts()
+    if as_json:
+        import json
+
+        click.echo(json.dumps({fact.name: fact.value for fact in facts}, indent=2))
+    else:
+        console = Console(highlight=False)
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for fact in facts:
+            value = escape(fact.value)
+            table.add_row(fact.name, f"[yellow]{value}[/]" if fact.problem else value)
+        console.print(table)
+        for fact in facts:
+            if fact.problem:
+                console.print(f"[yellow]note:[/] {escape(fact.name)}: {escape(fact.problem)}",
+                              soft_wrap=True)
+    sys.exit(EXIT_FAILED_SLOTS if any(fact.problem for fact in facts) else EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover
