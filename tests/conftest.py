@@ -1,7 +1,11 @@
 """Shared test configuration: hypothesis profiles.
 
-``fast`` keeps local runs quick; ``ci`` builds on Hypothesis' built-in ci
-profile (derandomized, no database, no deadline) with more examples.
+``fast`` keeps local runs quick (random, with the example database);
+``ci`` builds on Hypothesis' built-in ci profile (derandomized, no database,
+no deadline) with more examples; ``ci-random`` is ``ci`` with a fresh random
+seed, so CI also explores examples the derandomized run never reaches — run
+it with ``--hypothesis-seed=N`` and the seed is printed in the header, so a
+failure can be replayed with the same seed.
 Fixtures that belong to one area live in ``tests/support/``.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -20,6 +25,16 @@ settings.register_profile(
     max_examples=100,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile("ci-random", parent=settings.get_profile("ci"), derandomize=False)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "fast")
 )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the profile and seed, so any property failure can be replayed."""
+    seed = config.getoption("--hypothesis-seed", default=None)
+    return (
+        f"hypothesis: profile {settings.get_current_profile_name()!r}, "
+        f"seed {seed if seed is not None else 'random (pass --hypothesis-seed to fix it)'}"
+    )
