@@ -539,6 +539,40 @@ async def test_concurrency_limits_hold_on_the_server_side() -> None:
         assert srv.max_in_flight >= 4, "the limits were actually used"
 
 
+@pytest.mark.parametrize("per_host", [1, 2])
+async def test_per_host_limit_holds_for_one_host_under_a_larger_global_limit(
+    per_host: int,
+) -> None:
+    """Many URLs on ONE host: only the per-host limit can keep them apart.
+
+    With every URL on one host and a global limit of 8, a per-host limit that
+    fell back to the global one would let 8 requests reach the server at once.
+    """
+    async with ImageServer(latency=0.03) as srv:
+        lim = limits(concurrency=8, per_host=per_host)
+        urls = [srv.url(f"/{i}.jpg") for i in range(40)]
+        async with Fetcher(lim) as fetcher:
+            results = await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+        assert len(results) == 40
+        assert srv.max_in_flight_host("127.0.0.1") == per_host
+        assert srv.max_in_flight == per_host
+
+
+async def test_requests_queued_for_one_busy_host_wait_in_front_of_the_connector() -> None:
+    """A free global slot must not let a request queue inside aiohttp's pool.
+
+    Eight requests to one host under per_host=1: if the per-host limit fell
+    back to the global one, seven would wait inside the connector, where the
+    wait counts against ``total_timeout`` (0.5 s, less than 8 × 0.1 s).
+    """
+    async with ImageServer(latency=0.1) as srv:
+        lim = limits(concurrency=8, per_host=1, total_timeout=0.5, max_attempts=1)
+        async with Fetcher(lim) as fetcher:
+            results = await asyncio.gather(*(fetcher.fetch(srv.url(f"/{i}.jpg")) for i in range(8)))
+        assert [r.attempts for r in results] == [1] * 8
+        assert srv.max_in_flight_host("127.0.0.1") == 1
+
+
 async def test_waiting_for_a_slot_does_not_count_against_timeouts() -> None:
     async with ImageServer(latency=0.1) as srv:
         lim = limits(concurrency=1, per_host=1, total_timeout=0.5, max_attempts=1)

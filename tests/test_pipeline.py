@@ -226,6 +226,56 @@ async def test_deleted_file_is_restored_from_cache_without_a_request(tmp_path: P
         assert report.stats.slots["saved"] == 1
 
 
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+async def test_cache_blob_lost_after_planning_is_fetched_in_the_fetch_phase(
+    tmp_path: Path, damage: str
+) -> None:
+    """The seed's bug, pinned: the plan says Cache, but the blob is gone at load.
+
+    The cache index still lists the URL, so planning picks the cache; reading
+    the blob then fails. The original must be fetched again in the download
+    phase (one request), never by the save step.
+    """
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/p.jpg")}}
+        await run([item], library)
+        poster = library / "M" / "M-poster.jpg"
+        first = poster.read_bytes()
+        poster.unlink()
+        [blob] = [p for p in (library / ".artpipe" / "cache" / "blobs").rglob("*")
+                  if p.is_file()]
+        if damage == "missing":
+            blob.unlink()
+        else:
+            blob.write_bytes(b"\xff\xd8\xff" + b"\0" * 100)
+        srv.reset_counters()
+        report = await run([item], library)
+        assert report.exit_code == 0, report.stats.errors
+        assert poster.read_bytes() == first
+        assert srv.hits("/p.jpg") == 1
+        counters = report.metrics.counters()
+        assert counters["http.requests"] == 1
+        assert counters["http.requests_in_save"] == 0
+
+
+async def test_a_failed_download_is_requested_once_and_never_in_save(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        srv.script("/gone.jpg", then=Status(404))
+        item = {"id": "m", "type": "movie", "path": "M/M.mkv",
+                "art": {"poster": srv.url("/gone.jpg"), "fanart": srv.url("/f.jpg")}}
+        report = await run([item], library)
+        assert report.stats.slots["failed"] == 1 and report.stats.slots["saved"] == 1
+        assert srv.hits("/gone.jpg") == 1
+        counters = report.metrics.counters()
+        assert counters["http.requests"] == 2
+        assert counters["http.requests_in_save"] == 0
+
+
 async def test_bad_manifest_lines_are_reported_and_the_rest_runs(tmp_path: Path) -> None:
     library = tmp_path / "lib"
     library.mkdir()
