@@ -222,8 +222,13 @@ def main() -> None:
               help="With dask://: manifest items per shard sent to a worker.")
 @click.option("--shard-retries", type=click.IntRange(0), default=3, show_default=True,
               help="With dask://: times Dask retries a failed or lost shard.")
+@click.option("--html", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the run report page here [default: LIBRARY/.artpipe/report.html; "
+                   "report, metrics and trace then default to that folder too].")
+@click.option("--no-html", is_flag=True, help="No report page (and no default run files).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary; exit code only.")
-def run(manifest: Path, library: Path, quiet: bool, **options: Any) -> None:
+def run(manifest: Path, library: Path, quiet: bool, html: Path | None, no_html: bool,
+        **options: Any) -> None:
     """Download and save the artwork listed in MANIFEST into the library.
 
     Exit code 0: every slot saved or unchanged; 1: some slots failed (the
@@ -238,14 +243,38 @@ def run(manifest: Path, library: Path, quiet: bool, **options: Any) -> None:
     executor = options["executor"]
     if executor not in ("thread", "process") and not executor.startswith("dask://"):
         _fail(f"--executor {executor!r} is not one of: thread, process, dask://HOST:PORT")
-    for key in ("report", "metrics", "trace"):
-        target = options[key]
+    for key in ("report", "metrics", "trace", "html"):
+        target = html if key == "html" else options[key]
         if target is not None and not target.parent.is_dir():
             _fail(f"--{key} {target}: folder {target.parent} does not exist")
+    if not no_html:
+        from artpipe import report_html
+
+        html = html or report_html.default_html_path(library)
+        for key, default in report_html.default_run_files(library).items():
+            options[key] = options[key] or default  # the page is built from these
+        report_html.state_dir(library).mkdir(exist_ok=True)
     total = None if quiet else _count_lines(manifest)
     options = {k: v for k, v in options.items() if v is not None}
     report = _run_engine(manifest, library, quiet, total, **options)
+    if html is not None and not no_html:
+        _write_page(report, html, quiet)
     sys.exit(report.exit_code)
+
+
+def _write_page(report: Any, html: Path, quiet: bool) -> None:
+    """The run report page, after the run: its thumbnails are rendered now."""
+    import shlex
+
+    from artpipe import report_html
+
+    command = shlex.join(["artpipe", *sys.argv[1:]])
+    try:
+        built = report_html.write_after_run(report, html, command)
+    except ArtpipeError as exc:
+        _fail(str(exc))
+    if not quiet:
+        Console().print(f"page:     {built.path}", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -279,7 +308,8 @@ def demo(directory: Path, quiet: bool) -> None:
             display.total = len(items)
             return await pipeline.run(
                 manifest, directory, progress=display.update,
-                resolve={demo_mod.DEMO_HOST: ("127.0.0.1", port)}, **outputs,
+                resolve={demo_mod.DEMO_HOST: ("127.0.0.1", port)},
+                report=outputs["report"], metrics=outputs["metrics"], trace=outputs["trace"],
             )
 
     try:
@@ -296,8 +326,29 @@ def demo(directory: Path, quiet: bool) -> None:
         console.print(f"manifest: {manifest}")
         for name, path in outputs.items():
             console.print(f"{name + ':':9} {path}")
+    _write_page(report, state / "report.html", quiet)
+    if not quiet:
         console.print("Open the trace in https://ui.perfetto.dev (load the file; it stays local).")
     sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("library", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the page here [default: LIBRARY/.artpipe/report.html].")
+def report(library: Path, out: Path | None) -> None:
+    """Rebuild the run report page of LIBRARY from its store and last run's files."""
+    from artpipe import report_html
+
+    if not library.is_dir():
+        _fail(f"library folder {library} does not exist; pass the library root")
+    if out is not None and not out.parent.is_dir():
+        _fail(f"--out {out}: folder {out.parent} does not exist")
+    try:
+        built = report_html.build(library, out=out)
+    except ArtpipeError as exc:
+        _fail(str(exc))
+    click.echo(f"{built.path} ({built.slots} slots, {built.thumbs_made} new thumbnails)")
 
 
 @main.command()
