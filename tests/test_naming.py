@@ -18,8 +18,15 @@ from pathlib import Path
 
 import pytest
 from artpipe.errors import ManifestError, UnsafePathError
-from artpipe.models import ArtType, ContentType, Item
-from artpipe.naming import ALLOWED_ART, item_dir, list_indexes_on_disk, target_path
+from artpipe.models import ArtType, ContentType, ExtrafanartStyle, Item, Layout
+from artpipe.naming import (
+    ALLOWED_ART,
+    item_dir,
+    kodi_legal_filename,
+    leftover_copies,
+    list_indexes_on_disk,
+    target_path,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,11 +53,11 @@ EPISODE = item(ContentType.EPISODE, "TV/Firefly/Season 1/Firefly S01E01.mkv")
         (MOVIE, ArtType.THUMB, 0, "Movies/Alien (1979)/Alien (1979)-thumb.jpg"),
         (MOVIE, ArtType.EXTRAFANART, 1, "Movies/Alien (1979)/Alien (1979)-fanart1.jpg"),
         (MOVIE, ArtType.EXTRAFANART, 12, "Movies/Alien (1979)/Alien (1979)-fanart12.jpg"),
-        (MOVIE, ArtType.EXTRATHUMB, 3, "Movies/Alien (1979)/Alien (1979)-thumb3.jpg"),
+        (MOVIE, ArtType.EXTRATHUMB, 3, "Movies/Alien (1979)/extrathumbs/thumb3.jpg"),
         (SHOW, ArtType.POSTER, 0, "TV/Firefly/poster.jpg"),
         (SHOW, ArtType.CHARACTERART, 0, "TV/Firefly/characterart.png"),
         (SHOW, ArtType.EXTRAFANART, 2, "TV/Firefly/fanart2.jpg"),
-        (SHOW, ArtType.EXTRATHUMB, 1, "TV/Firefly/thumb1.jpg"),
+        (SHOW, ArtType.EXTRATHUMB, 1, "TV/Firefly/extrathumbs/thumb1.jpg"),
         (MOVIESET, ArtType.BANNER, 0, "Sets/Alien Collection/banner.jpg"),
         (MOVIESET, ArtType.EXTRAFANART, 1, "Sets/Alien Collection/fanart1.jpg"),
         (
@@ -90,6 +97,19 @@ EPISODE = item(ContentType.EPISODE, "TV/Firefly/Season 1/Firefly S01E01.mkv")
             "TV/Firefly/season-all-clearart.png",
         ),
         (EPISODE, ArtType.THUMB, 0, "TV/Firefly/Season 1/Firefly S01E01-thumb.jpg"),
+        (EPISODE, ArtType.FANART, 0, "TV/Firefly/Season 1/Firefly S01E01-fanart.jpg"),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 2),
+            ArtType.EXTRAFANART,
+            3,
+            "TV/Firefly/season02-fanart3.jpg",
+        ),
+        (
+            item(ContentType.SEASON, "TV/Firefly", 0),
+            ArtType.EXTRAFANART,
+            1,
+            "TV/Firefly/season-specials-fanart1.jpg",
+        ),
         (item(ContentType.MOVIE, "Alien.mkv"), ArtType.POSTER, 0, "Alien-poster.jpg"),
         (item(ContentType.TVSHOW, "."), ArtType.POSTER, 0, "poster.jpg"),
     ],
@@ -113,8 +133,9 @@ def test_relative_library_gives_absolute_paths() -> None:
     ("it", "art"),
     [
         (EPISODE, ArtType.POSTER),
+        (EPISODE, ArtType.BANNER),
         (EPISODE, ArtType.EXTRAFANART),
-        (item(ContentType.SEASON, "TV/S", 1), ArtType.EXTRAFANART),
+        (EPISODE, ArtType.EXTRATHUMB),
         (item(ContentType.SEASON, "TV/S", 1), ArtType.EXTRATHUMB),
     ],
 )
@@ -188,8 +209,12 @@ def test_list_indexes_on_disk_finds_canonical_numbered_files(tmp_path: Path) -> 
         "Alien (1979)-fanart.jpg",  # the single fanart
         "Alien (1979)-fanart2.png",
         "Other-fanart2.jpg",
-        "Alien (1979)-thumb2.jpg",
+        "Alien (1979)-thumb2.jpg",  # not an extrathumb: those live in extrathumbs/
+        "extrathumbs/thumb2.jpg",
+        "extrathumbs/thumb02.jpg",
+        "extrathumbs/Alien (1979)-thumb4.jpg",
     ]:
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(b"x")
     assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRAFANART) == [1, 3, 12]
     assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRATHUMB) == [2]
@@ -198,7 +223,14 @@ def test_list_indexes_on_disk_finds_canonical_numbered_files(tmp_path: Path) -> 
 
 def test_list_indexes_on_disk_for_a_show_folder(tmp_path: Path) -> None:
     (tmp_path / "TV/Firefly").mkdir(parents=True)
-    for name in ["fanart2.jpg", "thumb1.jpg", "poster.jpg", "season01-fanart.jpg"]:
+    (tmp_path / "TV/Firefly/extrathumbs").mkdir()
+    for name in [
+        "fanart2.jpg",
+        "extrathumbs/thumb1.jpg",
+        "thumb3.jpg",
+        "poster.jpg",
+        "season01-fanart.jpg",
+    ]:
         (tmp_path / "TV/Firefly" / name).write_bytes(b"x")
     assert list_indexes_on_disk(tmp_path, SHOW, ArtType.EXTRAFANART) == [2]
     assert list_indexes_on_disk(tmp_path, SHOW, ArtType.EXTRATHUMB) == [1]
@@ -297,10 +329,229 @@ def test_no_target_escapes_the_library_root(
         target = target_path(hostile_library, it, art, 1 if art.is_list else 0)
     except UnsafePathError:
         return
-    except ManifestError:
-        assert art not in ALLOWED_ART[ctype]
+    except ManifestError as exc:
+        # art the type cannot have, a season pointed at a season folder, or a
+        # movie set with no path and no movie sets folder
+        assert (
+            art not in ALLOWED_ART[ctype]
+            or (ctype is ContentType.SEASON and "not the season folder" in str(exc))
+            or (ctype is ContentType.MOVIESET and not path)
+        ), (path, ctype, art, exc)
         return
     real = os.path.realpath(target)
     assert real.startswith(root + os.sep), (path, target, real)
     assert "\x00" not in str(target)
     assert os.path.isabs(target)
+
+
+# --- Kodi's special layouts: disc folders, stacks, extra* folders, sets, seasons ---------
+
+
+@pytest.mark.parametrize(
+    ("path", "art", "index", "expected"),
+    [
+        (
+            "Movies/Heat (1995)/VIDEO_TS/VIDEO_TS.IFO",
+            ArtType.POSTER,
+            0,
+            "Movies/Heat (1995)/poster.jpg",
+        ),
+        (
+            "Movies/Heat (1995)/video_ts/video_ts.ifo",
+            ArtType.CLEARLOGO,
+            0,
+            "Movies/Heat (1995)/clearlogo.png",
+        ),
+        (
+            "Movies/Heat (1995)/VIDEO_TS/VTS_01_0.IFO",
+            ArtType.FANART,
+            0,
+            "Movies/Heat (1995)/fanart.jpg",
+        ),
+        ("Movies/Heat (1995)/VIDEO_TS.IFO", ArtType.POSTER, 0, "Movies/Heat (1995)/poster.jpg"),
+        ("Movies/Heat (1995)/BDMV/index.bdmv", ArtType.POSTER, 0, "Movies/Heat (1995)/poster.jpg"),
+        (
+            "Movies/Heat (1995)/BDMV/MovieObject.bdmv",
+            ArtType.BANNER,
+            0,
+            "Movies/Heat (1995)/banner.jpg",
+        ),
+        (
+            "Movies/Heat (1995)/BDMV/index.bdmv",
+            ArtType.EXTRAFANART,
+            2,
+            "Movies/Heat (1995)/fanart2.jpg",
+        ),
+        (
+            "Movies/Heat (1995)/BDMV/index.bdmv",
+            ArtType.EXTRATHUMB,
+            1,
+            "Movies/Heat (1995)/extrathumbs/thumb1.jpg",
+        ),
+        ("VIDEO_TS/VIDEO_TS.IFO", ArtType.POSTER, 0, "poster.jpg"),
+        (
+            "Movies/S/Solaris (1972)-cd1.avi",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972) CD2.avi",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972).part1.mkv",
+            ArtType.FANART,
+            0,
+            "Movies/S/Solaris (1972)-fanart.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972)_pt 2.mkv",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972) dvd1.mkv",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972)-disc-a.mkv",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972) disk d.mkv",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris (1972)-poster.jpg",
+        ),
+        # what follows the volume stays in the stacked title (StackDirectory.cpp: title + ignore)
+        (
+            "Movies/S/Solaris part1 1080p.mkv",
+            ArtType.POSTER,
+            0,
+            "Movies/S/Solaris 1080p-poster.jpg",
+        ),
+        (
+            "Movies/S/Solaris (1972)-cd1.avi",
+            ArtType.EXTRAFANART,
+            1,
+            "Movies/S/Solaris (1972)-fanart1.jpg",
+        ),
+        # not stack parts
+        ("Movies/P/Party 2.mkv", ArtType.POSTER, 0, "Movies/P/Party 2-poster.jpg"),
+        ("Movies/A/Apartment 1.mkv", ArtType.POSTER, 0, "Movies/A/Apartment 1-poster.jpg"),
+        ("Movies/C/cd1.avi", ArtType.POSTER, 0, "Movies/C/cd1-poster.jpg"),
+    ],
+)
+def test_disc_folders_and_stacked_parts_use_kodis_base_name(
+    path: str, art: ArtType, index: int, expected: str
+) -> None:
+    assert target_path(LIB, item(ContentType.MOVIE, path), art, index) == LIB / expected
+
+
+def test_extrafanart_folder_style_is_an_option() -> None:
+    folder = Layout(extrafanart=ExtrafanartStyle.FOLDER)
+    assert target_path(LIB, MOVIE, ArtType.EXTRAFANART, 2, layout=folder) == (
+        LIB / "Movies/Alien (1979)/extrafanart/fanart2.jpg"
+    )
+    assert target_path(LIB, SHOW, ArtType.EXTRAFANART, 1, layout=folder) == (
+        LIB / "TV/Firefly/extrafanart/fanart1.jpg"
+    )
+    # season fanart has no folder convention: seasonNN-fanartN either way
+    season = item(ContentType.SEASON, "TV/Firefly", 3)
+    assert target_path(LIB, season, ArtType.EXTRAFANART, 1, layout=folder) == (
+        LIB / "TV/Firefly/season03-fanart1.jpg"
+    )
+    # the default is what Kodi itself reads
+    assert target_path(LIB, MOVIE, ArtType.EXTRAFANART, 2) == (
+        LIB / "Movies/Alien (1979)/Alien (1979)-fanart2.jpg"
+    )
+
+
+def test_list_indexes_follow_the_extrafanart_style(tmp_path: Path) -> None:
+    folder = tmp_path / "Movies/Alien (1979)/extrafanart"
+    folder.mkdir(parents=True)
+    (folder / "fanart4.jpg").write_bytes(b"x")
+    layout = Layout(extrafanart=ExtrafanartStyle.FOLDER)
+    assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRAFANART, layout=layout) == [4]
+    assert list_indexes_on_disk(tmp_path, MOVIE, ArtType.EXTRAFANART) == []
+
+
+@pytest.mark.parametrize(
+    ("title", "folder"),
+    [
+        ("Alien Collection", "Alien Collection"),
+        ("Mission: Impossible", "Mission_ Impossible"),
+        ('What? "Now"/Then <a|b> *x*', "What_ _Now__Then _a_b_ _x_"),
+        ("Back\\Slash", "Back_Slash"),
+        ("Trailing dots...", "Trailing dots"),
+        ("Trailing . . ", "Trailing"),
+        ("  Leading kept", "  Leading kept"),
+    ],
+)
+def test_movie_set_folder_uses_kodis_legal_title(title: str, folder: str) -> None:
+    assert kodi_legal_filename(title) == folder
+    movie_set = Item(id="s", type=ContentType.MOVIESET, path="", title=title)
+    layout = Layout(movie_sets_folder="Movie Sets")
+    assert target_path(LIB, movie_set, ArtType.POSTER, layout=layout) == (
+        LIB / "Movie Sets" / folder / "poster.jpg"
+    )
+
+
+def test_movie_set_with_a_path_keeps_it_and_one_without_needs_the_folder() -> None:
+    layout = Layout(movie_sets_folder="Movie Sets")
+    assert target_path(LIB, MOVIESET, ArtType.BANNER, layout=layout) == (
+        LIB / "Sets/Alien Collection/banner.jpg"
+    )
+    placed = Item(id="s", type=ContentType.MOVIESET, path="", title="Alien Collection")
+    with pytest.raises(ManifestError, match="--movie-sets-folder"):
+        target_path(LIB, placed, ArtType.POSTER)
+    for bad in ("..", ". .", ""):
+        nameless = Item(id="s", type=ContentType.MOVIESET, path="", title=bad)
+        with pytest.raises(ManifestError, match="folder name"):
+            target_path(LIB, nameless, ArtType.POSTER, layout=layout)
+    with pytest.raises(UnsafePathError):
+        target_path(LIB, placed, ArtType.POSTER, layout=Layout(movie_sets_folder="../Sets"))
+
+
+@pytest.mark.parametrize(
+    "folder", ["Season 1", "season 01", "Season.2", "S01", "s3", "Specials", "Series 4"]
+)
+def test_season_item_pointed_at_a_season_folder_is_refused_with_the_show_folder(
+    folder: str,
+) -> None:
+    season = item(ContentType.SEASON, f"TV/Firefly/{folder}", 1)
+    with pytest.raises(ManifestError) as info:
+        target_path(LIB, season, ArtType.POSTER)
+    assert "'TV/Firefly'" in str(info.value) and "show folder" in str(info.value)
+
+
+def test_episode_stack_parts_share_one_base_name() -> None:
+    part = item(ContentType.EPISODE, "TV/F/Season 1/F S01E01 part1.mkv")
+    assert target_path(LIB, part, ArtType.THUMB) == LIB / "TV/F/Season 1/F S01E01-thumb.jpg"
+
+
+def test_leftover_copies_are_other_extensions_of_the_same_name(tmp_path: Path) -> None:
+    for name in [
+        "X-poster.jpg",
+        "X-poster.png",
+        "X-Poster.JPEG",
+        "X-poster.webp",
+        "X-poster.nfo",
+        "X-poster1.jpg",
+        "Y-poster.png",
+    ]:
+        (tmp_path / name).write_bytes(b"x")
+    assert leftover_copies(tmp_path / "X-poster.jpg") == [
+        tmp_path / "X-Poster.JPEG",
+        tmp_path / "X-poster.png",
+        tmp_path / "X-poster.webp",
+    ]
+    assert leftover_copies(tmp_path / "missing" / "X-poster.jpg") == []

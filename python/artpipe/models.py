@@ -73,6 +73,33 @@ DEFAULT_MAX_SIZE: dict[ArtType, tuple[int, int]] = {
 }
 
 
+class ExtrafanartStyle(StrEnum):
+    """Where numbered extrafanart goes (``--extrafanart-style``).
+
+    ``kodi``: ``<stem>-fanartN.jpg`` beside the video (``fanartN.jpg`` in a show
+    or set folder), the names Kodi itself reads as art ``fanart1``, ``fanart2``…
+    (xbmc/xbmc ``xbmc/video/VideoThumbLoader.cpp`` IsArtTypeInWhitelist: the
+    ``fanart`` family matches ``fanart1``). ``folder``: ``extrafanart/fanartN.jpg``,
+    the older media-manager layout many skins read.
+    """
+
+    KODI = "kodi"
+    FOLDER = "folder"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Run-wide naming choices; the same for every item of a run.
+
+    ``movie_sets_folder`` is Kodi's "movie set information folder", relative to
+    the library root: set items without a ``path`` get
+    ``<movie_sets_folder>/<Kodi-legal title>/``.
+    """
+
+    extrafanart: ExtrafanartStyle = ExtrafanartStyle.KODI
+    movie_sets_folder: str | None = None
+
+
 class SlotStatus(StrEnum):
     """Outcome of one art slot in a run (report rows, store rows)."""
 
@@ -104,12 +131,30 @@ class ArtSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotProblem:
+    """An art slot the manifest asked for but that cannot be planned at all.
+
+    A bad URL or an art type the content type cannot have fails only that slot:
+    the item keeps its other art, and the report gets a ``failed`` row with
+    ``error``. ``art`` is the manifest's key as written (it may be no ArtType);
+    ``url`` is the value as written when it was a string, never fetched.
+    """
+
+    art: str
+    index: int
+    url: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
     """One manifest line: a movie, set, show, season or episode and its art.
 
     ``slots`` holds only what the manifest mentions: an absent art key leaves
     that art alone. ``lists`` names the list arts the manifest gave (even an
     empty list), so the planner knows which numbered files past the end to remove.
+    ``problems`` are the slots that failed validation (reported, never planned).
+    ``path`` is "" only for a movie set placed by ``Layout.movie_sets_folder``.
     """
 
     id: str
@@ -121,6 +166,7 @@ class Item:
     slots: tuple[ArtSlot, ...] = ()
     lists: frozenset[ArtType] = field(default_factory=frozenset)
     line: int = 0
+    problems: tuple[SlotProblem, ...] = ()
 
     @property
     def label(self) -> str:

@@ -1,5 +1,9 @@
 """Kodi file names for every content type and art type; refuses paths outside the root.
 
+Every rule below follows Kodi's own reader, cited by file in xbmc/xbmc (the
+Kodi source on GitHub): a file Kodi does not read is a file the user never sees.
+docs/kodi.md has the same rules as a table.
+
 Invariant 8 (no file is ever written outside the library root) is enforced
 here, once, for every target the planner hands to the save step: the manifest
 path is checked lexically (absolute, ``..``, NUL) and then the target is
@@ -11,9 +15,9 @@ a harmless-looking manifest path write anywhere.
 Returned paths are absolute but not resolved: they keep the library path the
 user gave (a symlinked ``~/Media`` stays ``~/Media/...`` in reports and the store).
 
-Art a content type cannot have (an episode's poster, a season's extrafanart —
+Art a content type cannot have (an episode's poster, a season's extrathumbs —
 see ``ALLOWED_ART``) has no Kodi file name: ``target_path`` raises
-``ManifestError`` for it (the manifest validator already rejects such lines, so
+``ManifestError`` for it (the manifest validator already fails such slots, so
 only hand-built Items reach it; the planner reports it as a failed slot).
 """
 
@@ -21,16 +25,22 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from artpipe.errors import ManifestError, UnsafePathError
-from artpipe.models import ArtType, ContentType, Item
+from artpipe.models import ArtType, ContentType, ExtrafanartStyle, Item, Layout
 
 __all__ = [
     "ALLOWED_ART",
+    "PICTURE_EXTENSIONS",
+    "is_disc_file",
     "item_dir",
+    "kodi_legal_filename",
+    "leftover_copies",
     "list_indexes_on_disk",
     "path_problem",
+    "stacked_stem",
     "target_path",
 ]
 
@@ -38,35 +48,115 @@ _FILE_TYPES = (ContentType.MOVIE, ContentType.EPISODE)
 # Windows drive ("C:foo", "C:\\foo"): absolute somewhere, never under the root.
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SINGLE_ART = frozenset(a for a in ArtType if not a.is_list)
+_DEFAULT_LAYOUT = Layout()
 
-#: Which art each content type can have. Kodi has no file name for a season's
-#: extrafanart/extrathumb, and an episode's only art is its ``thumb``; a manifest
-#: line asking for anything else is rejected (like an unknown art key) instead of
-#: inventing a file Kodi would never read.
+#: Which art each content type can have. Kodi reads every art type it finds
+#: next to a movie, set or show at its default artwork level "All"
+#: (xbmc/xbmc xbmc/video/VideoInfoScanner.cpp AddLocalItemArtwork: ``addAll``
+#: accepts any ``IsValidArtType`` name). A season's files are named
+#: ``seasonNN-<art>`` in the show folder, so it has numbered fanart
+#: (``seasonNN-fanartN``) but no extrathumbs folder of its own; an episode gets
+#: its thumb and its fanart (``<stem>-fanart.jpg``). Anything else is failed as
+#: a slot instead of inventing a file Kodi would never read.
 ALLOWED_ART: dict[ContentType, frozenset[ArtType]] = {
     ContentType.MOVIE: frozenset(ArtType),
     ContentType.MOVIESET: frozenset(ArtType),
     ContentType.TVSHOW: frozenset(ArtType),
-    ContentType.SEASON: _SINGLE_ART,
-    ContentType.EPISODE: frozenset({ArtType.THUMB}),
+    ContentType.SEASON: _SINGLE_ART | {ArtType.EXTRAFANART},
+    ContentType.EPISODE: frozenset({ArtType.THUMB, ArtType.FANART}),
 }
 
+#: Image extensions Kodi lists when it looks for local art (xbmc/xbmc
+#: xbmc/settings/AdvancedSettings.cpp ``m_pictureExtensions``, archives and
+#: feeds left out): a second file with one of these beside a target is a rival
+#: copy Kodi may pick instead.
+PICTURE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ico", ".tif", ".tiff", ".tga", ".pcx",
+     ".webp", ".jp2", ".apng"}
+)
 
-def item_dir(library: Path, item: Item) -> Path:
+# Optical media: xbmc/xbmc xbmc/video/VideoFileItemClassify.cpp (IsDVDFile with
+# IFOs only, IsBDFile) as used by CFileItem::IsOpticalMediaFile. Kodi treats
+# these like folders: art is read from CFileItem::GetLocalMetadataPath
+# (xbmc/FileItem.cpp), the folder above VIDEO_TS/BDMV, under plain names.
+_DISC_FILES = frozenset({"video_ts.ifo", "index.bdmv", "movieobject.bdmv", "index.bdm",
+                         "movieobj.bdm"})
+_VTS_IFO = re.compile(r"vts_..?_0\.ifo", re.IGNORECASE)
+_DISC_FOLDERS = frozenset({"video_ts", "bdmv"})
+
+# Kodi's default video stacking expressions (xbmc/xbmc
+# xbmc/settings/AdvancedSettings.cpp ``m_videoStackRegExps``), applied the way
+# xbmc/filesystem/StackDirectory.cpp GetStackedTitlePath does: title + ignored
+# part + extension. The third default, a bare " a".." d" volume, is left out:
+# it matches almost any name and Kodi only applies it when sibling parts exist.
+_STACK_PATTERNS = (
+    re.compile(r"(.*?)([ _.-]*(?:cd|dvd|p(?:(?:ar)?t)|dis[ck])[ _.-]*[0-9]+)(.*?)(\.[^.]+)$",
+               re.IGNORECASE),
+    re.compile(r"(.*?)([ _.-]*(?:cd|dvd|p(?:(?:ar)?t)|dis[ck])[ _.-]*[a-d])(.*?)(\.[^.]+)$",
+               re.IGNORECASE),
+)
+
+# A folder named like a season folder ("Season 1", "S01", "Specials"): season
+# art there is never read, because Kodi looks for it only in the show folder
+# (xbmc/xbmc xbmc/video/VideoInfoScanner.cpp GetSeasonThumbs: show.m_strPath).
+_SEASON_FOLDER = re.compile(r"(?:season|series|s)[ ._-]*[0-9]{1,4}|specials?", re.IGNORECASE)
+
+# CUtil::MakeLegalFileName(title, LEGAL_WIN32_COMPAT) in xbmc/xbmc xbmc/Util.cpp:
+# these become "_", then trailing dots and spaces are trimmed.
+_ILLEGAL_IN_NAME = re.compile(r'[/\\?:*"<>|]')
+
+
+def is_disc_file(name: str) -> bool:
+    """True for a DVD/Blu-ray folder's entry file (VIDEO_TS.IFO, index.bdmv…)."""
+    lower = name.lower()
+    return lower in _DISC_FILES or bool(_VTS_IFO.fullmatch(lower))
+
+
+def stacked_stem(name: str) -> str | None:
+    """The stacked title's stem of a multi-part file name, or None if it is no part.
+
+    ``Solaris (1972)-cd1.avi`` → ``Solaris (1972)``; ``Heat part2 1080p.mkv`` →
+    ``Heat 1080p`` (Kodi keeps what follows the volume). A name whose title part
+    would be empty (``cd1.avi``) is not treated as a stack.
+    """
+    for pattern in _STACK_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            stem = match.group(1) + match.group(3)
+            return stem if stem.strip() else None
+    return None
+
+
+def kodi_legal_filename(title: str) -> str:
+    """``title`` made a legal folder name the way Kodi does it for movie sets."""
+    return _ILLEGAL_IN_NAME.sub("_", title).rstrip(". ")
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """Where an item's art goes: a folder (relative) and the name prefix in it."""
+
+    folder: PurePosixPath
+    prefix: str  # "" for plain names ("poster.jpg"), else "<stem>-" or "season01-"
+
+
+def item_dir(library: Path, item: Item, layout: Layout | None = None) -> Path:
     """Absolute folder that holds the item's art (the video's folder, or the item folder)."""
-    rel = _relative(item)
-    folder = rel.parent if item.type in _FILE_TYPES else rel
-    return _checked(library, folder, f"{item.label}: folder", folder=True)
+    base = _base(item, layout or _DEFAULT_LAYOUT)
+    return _checked(library, base.folder, f"{item.label}: folder", folder=True)
 
 
-def target_path(library: Path, item: Item, art: ArtType, index: int = 0) -> Path:
+def target_path(
+    library: Path, item: Item, art: ArtType, index: int = 0, *, layout: Layout | None = None
+) -> Path:
     """Absolute path of the Kodi file for ``art`` (entry ``index`` of a list art).
 
     Raises ``UnsafePathError`` when the path would leave the library root and
-    ``ManifestError`` for art the item's type cannot have. ``index`` is 0 for
-    single art and 1..N for extrafanart/extrathumb entries.
+    ``ManifestError`` for art the item's type cannot have, a season item that
+    points at a season folder, or a movie set with no place to go. ``index`` is
+    0 for single art and 1..N for extrafanart/extrathumb entries.
     """
-    prefix, suffix = _name_parts(item, art)
+    folder, prefix, suffix = _name_parts(item, art, layout or _DEFAULT_LAYOUT)
     if art.is_list:
         if index < 1:
             raise ValueError(f"{art.value} entries are numbered from 1, got index {index}")
@@ -75,12 +165,12 @@ def target_path(library: Path, item: Item, art: ArtType, index: int = 0) -> Path
         if index != 0:
             raise ValueError(f"{art.value} is single art; its index is 0, got {index}")
         name = f"{prefix}{suffix}"
-    rel = _relative(item)
-    folder = rel.parent if item.type in _FILE_TYPES else rel
     return _checked(library, folder / name, f"{item.label}: {art.value} target")
 
 
-def list_indexes_on_disk(library: Path, item: Item, art: ArtType) -> list[int]:
+def list_indexes_on_disk(
+    library: Path, item: Item, art: ArtType, *, layout: Layout | None = None
+) -> list[int]:
     """The N of the numbered files of list art ``art`` that exist now, sorted.
 
     Only canonical numbers count (``fanart3.jpg``, not ``fanart03.jpg``), so a
@@ -88,8 +178,8 @@ def list_indexes_on_disk(library: Path, item: Item, art: ArtType) -> list[int]:
     """
     if not art.is_list:
         raise ValueError(f"{art.value} is not a list art (extrafanart, extrathumb)")
-    prefix, suffix = _name_parts(item, art)
-    folder = item_dir(library, item)
+    folder_rel, prefix, suffix = _name_parts(item, art, layout or _DEFAULT_LAYOUT)
+    folder = _checked(library, folder_rel, f"{item.label}: {art.value} folder", folder=True)
     pattern = re.compile(re.escape(prefix) + r"([1-9][0-9]*)" + re.escape(suffix))
     try:
         names = os.listdir(folder)
@@ -103,8 +193,32 @@ def list_indexes_on_disk(library: Path, item: Item, art: ArtType) -> list[int]:
     return sorted(found)
 
 
-def _name_parts(item: Item, art: ArtType) -> tuple[str, str]:
-    """(file name before the number, after it) for ``art`` of ``item``."""
+def leftover_copies(target: Path) -> list[Path]:
+    """Other image files in ``target``'s folder that Kodi would read as the same art.
+
+    Kodi matches local art by name without extension, case-insensitively
+    (xbmc/xbmc xbmc/video/VideoInfoScanner.cpp AddLocalItemArtwork:
+    RemoveExtension, then ToLower), so ``X-poster.png`` and ``X-Poster.JPG``
+    beside ``X-poster.jpg`` are rivals, and which one wins depends on directory
+    order. Returns them sorted; an unreadable folder has none.
+    """
+    stem = os.path.splitext(target.name)[0].lower()
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name == target.name:
+            continue
+        base, ext = os.path.splitext(name)
+        if base.lower() == stem and ext.lower() in PICTURE_EXTENSIONS:
+            out.append(target.parent / name)
+    return sorted(out)
+
+
+def _name_parts(item: Item, art: ArtType, layout: Layout) -> tuple[PurePosixPath, str, str]:
+    """(folder, file name before the number, after it) for ``art`` of ``item``."""
     if art not in ALLOWED_ART[item.type]:
         allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[item.type])
         raise ManifestError(
@@ -112,28 +226,107 @@ def _name_parts(item: Item, art: ArtType) -> tuple[str, str]:
             f"it takes {allowed}",
             line=item.line or None,
         )
-    # extrafanart N -> fanartN, extrathumb N -> thumbN (Kodi's names)
-    base = {ArtType.EXTRAFANART: "fanart", ArtType.EXTRATHUMB: "thumb"}.get(art, art.value)
+    base = _base(item, layout)
+    if art is ArtType.EXTRATHUMB:
+        # Kodi itself reads no extrathumbs; skins do, from the folder every
+        # media manager writes (tinyMediaManager, MediaElch, Ember):
+        # <item folder>/extrathumbs/thumbN.jpg, whatever the video is called.
+        return base.folder / "extrathumbs", "thumb", art.extension
+    if art is ArtType.EXTRAFANART:
+        if layout.extrafanart is ExtrafanartStyle.FOLDER and item.type is not ContentType.SEASON:
+            return base.folder / "extrafanart", "fanart", art.extension
+        # <prefix>fanartN: Kodi's "fanart" family (xbmc/xbmc
+        # xbmc/video/VideoThumbLoader.cpp IsArtTypeInWhitelist matches fanart1,
+        # fanart2…), read beside the item by AddLocalItemArtwork.
+        return base.folder, f"{base.prefix}fanart", art.extension
+    return base.folder, f"{base.prefix}{art.value}", art.extension
+
+
+def _base(item: Item, layout: Layout) -> _Base:
     if item.type in _FILE_TYPES:
-        stem = _relative(item).stem
-        if not stem:
-            raise UnsafePathError(
-                f"{item.label}: a {item.type.value}'s path must name its video file, "
-                f"got {item.path!r}",
-                path=item.path,
-            )
-        return f"{stem}-{base}", art.extension
+        return _file_base(item)
     if item.type is ContentType.SEASON:
-        if item.season is None or item.season < -1:
-            raise ManifestError(
-                f"{item.label}: a season item needs season ≥ 0 (0 = specials) or -1 (all), "
-                f"got {item.season!r}",
-                line=item.line or None,
-            )
-        label = {0: "specials", -1: "all"}.get(item.season, f"{item.season:02d}")
-        sep = "-" if item.season in (0, -1) else ""
-        return f"season{sep}{label}-{base}", art.extension
-    return base, art.extension
+        return _season_base(item)
+    if item.type is ContentType.MOVIESET and not item.path:
+        return _Base(_movie_set_folder(item, layout), "")
+    # A set or show folder: plain <art>.<ext> (AddLocalItemArtwork with a folder
+    # path has an empty base name, so every candidate is "<art>").
+    return _Base(_relative(item), "")
+
+
+def _file_base(item: Item) -> _Base:
+    """A movie or episode: xbmc/xbmc xbmc/utils/ArtUtils.cpp GetLocalArtBaseFilename."""
+    rel = _relative(item)
+    if not rel.name or rel.name in (".", ".."):
+        raise UnsafePathError(
+            f"{item.label}: a {item.type.value}'s path must name its video file, "
+            f"got {item.path!r}",
+            path=item.path,
+        )
+    folder = rel.parent
+    if is_disc_file(rel.name):
+        # IsOpticalMediaFile: the folder above VIDEO_TS/BDMV, plain art names.
+        if folder.name.lower() in _DISC_FOLDERS:
+            folder = folder.parent
+        return _Base(folder, "")
+    # IsStack: the stacked title replaces the part's name.
+    stem = stacked_stem(rel.name)
+    if stem is None:
+        stem = rel.stem
+    if not stem:
+        raise UnsafePathError(
+            f"{item.label}: a {item.type.value}'s path must name its video file, "
+            f"got {item.path!r}",
+            path=item.path,
+        )
+    return _Base(folder, f"{stem}-")
+
+
+def _season_base(item: Item) -> _Base:
+    """season01-, season-specials-, season-all- in the show folder (GetSeasonThumbs)."""
+    if item.season is None or item.season < -1:
+        raise ManifestError(
+            f"{item.label}: a season item needs season ≥ 0 (0 = specials) or -1 (all), "
+            f"got {item.season!r}",
+            line=item.line or None,
+        )
+    rel = _relative(item)
+    if _SEASON_FOLDER.fullmatch(rel.name):
+        show = str(rel.parent)
+        raise ManifestError(
+            f"{item.label}: a season item's path must be the show folder, not the season "
+            f"folder {item.path!r}; Kodi reads season art only from the show folder — "
+            f"set its path to {show!r}",
+            line=item.line or None,
+        )
+    label = {0: "season-specials", -1: "season-all"}.get(item.season, f"season{item.season:02d}")
+    return _Base(rel, f"{label}-")
+
+
+def _movie_set_folder(item: Item, layout: Layout) -> PurePosixPath:
+    """<movie sets folder>/<Kodi-legal title>/ (VideoInfoScanner.cpp GetMovieSetInfoFolder)."""
+    if not layout.movie_sets_folder:
+        raise ManifestError(
+            f"{item.label}: a movie set without a path needs the movie sets folder; "
+            "pass --movie-sets-folder (Kodi's 'Movie set information folder', relative to "
+            "the library) or give the set a path",
+            line=item.line or None,
+        )
+    title = kodi_legal_filename(item.title or "")
+    if not title or "\x00" in title:
+        raise ManifestError(
+            f"{item.label}: a movie set placed by --movie-sets-folder needs a title that "
+            f"makes a folder name, got {item.title!r}; give it a title or a path",
+            line=item.line or None,
+        )
+    problem = path_problem(layout.movie_sets_folder)
+    if problem:
+        raise UnsafePathError(
+            f"movie sets folder {problem}: {layout.movie_sets_folder!r}; "
+            "give a folder inside the library",
+            path=layout.movie_sets_folder,
+        )
+    return PurePosixPath(layout.movie_sets_folder) / title
 
 
 def path_problem(path: str) -> str | None:
