@@ -2,10 +2,11 @@
 
 Starts an aiohttp server on 127.0.0.1 (an ephemeral port) that serves the
 images in ``demo_art/`` with a little latency and real ETag/Last-Modified
-headers, writes a manifest that covers every content type (movies with
-extrafanart, a movie set, a show with seasons, specials and episodes, and
-URLs shared between items), and runs the same ``pipeline.run`` a user's manifest
-gets. Nothing leaves the machine.
+headers, writes a manifest that covers every content type and the Kodi layouts
+that need care (movies with extrafanart and extrathumbs, a DVD folder, a
+two-part stacked movie, a movie set, a show with seasons, season fanart,
+specials and episodes with fanart, and URLs shared between items), and runs the
+same ``pipeline.run`` a user's manifest gets. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ MOVIES = [
     ("tt0083658", "Blade Runner", 1982),
     ("tt0062622", "2001 A Space Odyssey", 1968),
     ("tt0088247", "The Terminator", 1984),
+]
+
+# (id, title, year, the video path inside the movie's folder): the layouts
+# docs/kodi.md lists — a DVD folder (art goes plain, beside VIDEO_TS) and
+# the first part of a stacked movie (art takes the stacked title).
+SPECIAL_MOVIES = [
+    ("tt0113277", "Heat", 1995, "VIDEO_TS/VIDEO_TS.IFO"),
+    ("tt0069293", "Solaris", 1972, "Solaris (1972)-cd1.avi"),
 ]
 
 
@@ -95,9 +104,18 @@ def demo_manifest(base: str) -> list[dict[str, Any]]:
             "discart": u("discart1.png"),
             "extrafanart": [u(f"fanart{(k + j) % 4 + 1}.jpg") for j in range(3)],
         }
+        if n < 2:
+            art["extrathumb"] = [u(f"landscape{j}.jpg") for j in (1, 2)]
         folder = f"Movies/{title} ({year})"
         items.append({"id": imdb, "type": "movie", "title": title, "year": year,
                       "path": f"{folder}/{title} ({year}).mkv", "art": art})
+    for n, (imdb, title, year, video) in enumerate(SPECIAL_MOVIES):
+        items.append({"id": imdb, "type": "movie", "title": title, "year": year,
+                      "path": f"Movies/{title} ({year})/{video}",
+                      "art": {"poster": u(f"poster{n + 3}.jpg"), "fanart": u(f"fanart{n + 3}.jpg"),
+                              "clearlogo": u("clearlogo1.png"),
+                              "extrafanart": [u("fanart1.jpg")],
+                              "extrathumb": [u(f"thumb{n + 1}.jpg")]}})
     items.append({"id": "set-alien", "type": "movieset", "title": "Alien Collection",
                   "path": "Movie Sets/Alien Collection",
                   "art": {"poster": u("poster1.jpg"), "fanart": u("fanart1.jpg"),
@@ -113,13 +131,15 @@ def demo_manifest(base: str) -> list[dict[str, Any]]:
         items.append({"id": f"tvdb-900001-s{season}", "type": "season", "season": season,
                       "title": "Orbit Station", "path": show,
                       "art": {"poster": u(f"poster{season % 4 + 1}.jpg"),
-                              "banner": u("banner2.jpg")}})
+                              "banner": u("banner2.jpg"),
+                              "extrafanart": [u(f"fanart{season % 4 + 1}.jpg")]}})
     for season in (1, 2):
         for episode in (1, 2, 3):
             name = f"Orbit Station S{season:02d}E{episode:02d}"
             items.append({"id": f"tvdb-900001-s{season}e{episode}", "type": "episode",
                           "title": name, "path": f"{show}/Season {season}/{name}.mkv",
-                          "art": {"thumb": u(f"thumb{episode % 2 + 1}.jpg")}})
+                          "art": {"thumb": u(f"thumb{episode % 2 + 1}.jpg"),
+                                  "fanart": u(f"fanart{episode}.jpg")}})
     return items
 
 
