@@ -22,7 +22,7 @@ from typing import Protocol, TypeAlias
 
 from artpipe import naming
 from artpipe.errors import ArtpipeError
-from artpipe.models import ArtSlot, ArtType, Item
+from artpipe.models import ArtSlot, ArtType, Item, Layout
 
 __all__ = [
     "Cache",
@@ -212,20 +212,29 @@ class ItemPlan:
         return frozenset(p.source.url for p in self.slots if isinstance(p.source, Web))
 
 
-def plan_item(item: Item, library: Path, facts: Facts, *, refresh: bool = False) -> ItemPlan:
+def plan_item(
+    item: Item,
+    library: Path,
+    facts: Facts,
+    *,
+    refresh: bool = False,
+    layout: Layout | None = None,
+) -> ItemPlan:
     """Resolve every slot of ``item``, plus removals for list entries past the new end.
 
     Slots the manifest does not mention are left alone. For every list art the
     manifest gave (``item.lists``), numbered files beyond the new length that
-    the store recorded or that exist on disk get a removal slot. Unsafe paths
-    become ``SlotError``s; nothing here raises for a single bad slot.
+    the store recorded or that exist on disk get a removal slot; an entry the
+    manifest gave but could not use (``item.problems``) still counts, so its
+    existing file is kept. Unsafe paths become ``SlotError``s; nothing here
+    raises for a single bad slot. ``layout`` holds the run's naming choices.
     """
     planned: list[PlannedSlot] = []
     errors: list[SlotError] = []
 
     def add(slot: ArtSlot) -> None:
         try:
-            target = naming.target_path(library, item, slot.art, slot.index)
+            target = naming.target_path(library, item, slot.art, slot.index, layout=layout)
         except ArtpipeError as exc:
             errors.append(SlotError(slot, exc))
             return
@@ -244,10 +253,15 @@ def plan_item(item: Item, library: Path, facts: Facts, *, refresh: bool = False)
         add(slot)
 
     for art in sorted(item.lists):
-        keep = max((s.index for s in item.slots if s.art is art), default=0)
+        keep = max(
+            [s.index for s in item.slots if s.art is art]
+            + [p.index for p in item.problems if p.art == art.value],
+            default=0,
+        )
         surplus = {n for n in facts.recorded_indexes(item, art) if n > keep}
         try:
-            surplus.update(n for n in naming.list_indexes_on_disk(library, item, art) if n > keep)
+            on_disk = naming.list_indexes_on_disk(library, item, art, layout=layout)
+            surplus.update(n for n in on_disk if n > keep)
         except ArtpipeError as exc:
             # already reported on the list's own entries when it has any
             if not any(e.slot.art is art for e in errors):
