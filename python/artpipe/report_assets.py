@@ -44,6 +44,8 @@ select, button { padding:4px 8px; }
 .pager { margin-left:auto; display:flex; gap:8px; align-items:center; }
 .sheet { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:12px; }
 .card { border:1px solid var(--line); border-radius:6px; padding:8px; }
+.card .id { color:var(--muted); font-size:11px; margin:-4px 0 6px; white-space:nowrap;
+  overflow:hidden; text-overflow:ellipsis; }
 .card h3 { margin:0 0 6px; font-size:13px; white-space:nowrap; overflow:hidden;
   text-overflow:ellipsis; }
 .slots { display:flex; flex-wrap:wrap; gap:6px; align-items:flex-end; }
@@ -133,8 +135,9 @@ PAGE_SCRIPT = r"""
     var node = el("article", "card");
     node.dataset.item = item[0];
     var h = el("h3", null, item[1]);
-    h.title = item[0] + (item[2] ? " \u00b7 " + item[2] : "");
+    h.title = item[1];
     node.appendChild(h);
+    node.appendChild(el("div", "id", (item[2] ? item[2] + " \u00b7 " : "") + item[0]));
     var row = el("div", "slots");
     for (var i = 0; i < item[3].length; i++) row.appendChild(tile(item[3][i]));
     node.appendChild(row);
@@ -198,7 +201,8 @@ PAGE_SCRIPT = r"""
       var rows = groups[reason];
       var box = el("details", "group");
       box.dataset.reason = reason;
-      box.open = openGroups[reason] !== undefined ? openGroups[reason] : order.length <= 4;
+      box.open = openGroups[reason] !== undefined ? openGroups[reason]
+        : order.length <= 4 || total <= 40;
       box.addEventListener("toggle", function () { openGroups[reason] = box.open; });
       var sum = el("summary", null, reason + " \u00b7 " + rows.length.toLocaleString());
       sum.dataset.count = String(rows.length);

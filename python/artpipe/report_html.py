@@ -373,6 +373,7 @@ _REASONS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("decode error", re.compile(r"could not decode|not an image|unsupported|pixels, over the "
                                 r"limit|could not encode|an error page", re.I)),
     ("disk", re.compile(r"no space|permission denied|read-only|cannot create the folder|"
+                        r"cannot read|"
                         r"cannot remove|cannot write|disk|the old file \(if any\) was kept",
                         re.I)),
     ("connection", re.compile(r"connection failed|body ended early|connection", re.I)),
@@ -384,9 +385,13 @@ def failure_reason(error: str | None, *, manifest_line: bool = False) -> str:
 
     URLs are left out of the match, so an image called ``timeout.jpg`` is not a timeout.
     """
-    if manifest_line:
-        return "manifest line"
-    text = " ".join(w for w in (error or "").split() if "://" not in w)
+    reason = _classify(" ".join(w for w in (error or "").split() if "://" not in w))
+    if manifest_line and reason in ("other", "manifest entry"):
+        return "manifest line"  # a line that is no item at all (not JSON, no id, ...)
+    return reason
+
+
+def _classify(text: str) -> str:
     for name, pattern in _REASONS[:2]:
         if pattern.search(text):
             return name
@@ -484,12 +489,12 @@ def _summary_html(counts: Counter[str], bad_lines: int, facts: RunFacts | None,
         requests = facts.counters.get("http.requests", 0)
         in_save = facts.counters.get("http.requests_in_save", 0)
         facts_rows += [
-            ("bytes", "bytes written", f"{facts.bytes_written / 1e6:,.1f} MB"),
+            ("bytes", "bytes written", _size(facts.bytes_written)),
             ("wall", "wall time", f"{facts.wall_s:,.1f} s"),
             ("requests", "requests", f"{requests:,}"),
             ("requests-in-save", "requests during save",
              f'<span class="{"good" if in_save == 0 else "bad"}">{in_save:,}</span>'),
-            ("downloaded", "downloaded", f"{facts.counters.get('http.bytes', 0) / 1e6:,.1f} MB"),
+            ("downloaded", "downloaded", _size(facts.counters.get("http.bytes", 0))),
             ("exit-code", "exit code", f"{facts.exit_code}"),
             ("command", "command line", f"<code>{e(facts.command)}</code>"),
         ]
@@ -539,7 +544,7 @@ def _hosts_html(facts: RunFacts | None) -> str:
             rows.append(
                 f'<tr data-host="{e(name)}"><td>{e(name)}</td>'
                 f'<td>{int(h.get("requests", 0)):,}</td>'
-                f'<td>{float(h.get("bytes", 0)) / 1e6:,.1f}</td>'
+                f'<td>{float(h.get("bytes", 0)) / 1e6:,.2f}</td>'
                 f'<td>{t.get("p50_ms", 0):,.0f}</td><td>{t.get("p95_ms", 0):,.0f}</td>'
                 f'<td>{int(h.get("retries", 0)):,}</td>'
                 f'<td class="{"bad" if h.get("throttled") else ""}">'
@@ -632,8 +637,11 @@ def _timeline_svg(facts: RunFacts | None) -> str:
                      f'y2="{base}"><title>throttled answer at {(t - t0) / 1e6:.2f} s'
                      "</title></line>")
     throttled = sum(int(hh.get("throttled", 0)) for hh in facts.hosts.values()) if facts else 0
-    legend = (f"peak {top} in flight · {len(spans):,} requests over {seconds:,.2f} s"
-              + (f" · {throttled:,} throttled answers (red)" if throttled else ""))
+    legend = f"peak {top} in flight · {len(spans):,} requests over {seconds:,.2f} s"
+    if throttles:
+        legend += f" · {len(throttles):,} throttled answers (red lines)"
+    elif throttled:
+        legend += f" · {throttled:,} throttled answers (their times are not in this trace)"
     return (
         f'<svg id="timeline" class="timeline" viewBox="0 0 {w} {h}" role="img" '
         f'aria-label="requests in flight over time" data-peak="{top}" '
@@ -648,6 +656,12 @@ def _timeline_svg(facts: RunFacts | None) -> str:
 
 
 # -- small helpers ------------------------------------------------------------
+
+
+def _size(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e3:,.1f} KB"
 
 
 def _opt_str(path: Any) -> str | None:
