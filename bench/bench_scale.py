@@ -129,14 +129,14 @@ def measure_driver(outcomes: int, slots_per_item: int = 3) -> dict[str, float]:
     """
     from artpipe.metrics import Metrics
     from artpipe.models import ArtSlot, ArtType, ContentType, Item, SlotStatus
-    from artpipe.pipeline import ItemOutcome, RunStats, SlotResult, _Sink
+    from artpipe.pipeline import ItemOutcome, RunStats, SlotResult, StoreSink
     from artpipe.store import Store
 
     arts = [ArtType.POSTER, ArtType.FANART, ArtType.BANNER, ArtType.LANDSCAPE][:slots_per_item]
     with tempfile.TemporaryDirectory(prefix="artpipe-driver-") as tmp:
         store = Store(Path(tmp) / "artpipe.db")
         with open(Path(tmp) / "report.jsonl", "w", encoding="utf-8") as report:
-            sink = _Sink(store, report, RunStats(), Metrics(trace=False), None, 64)
+            sink = StoreSink(store, report, RunStats(), Metrics(trace=False), None, 64)
             start = time.perf_counter()
             for n in range(outcomes):
                 item = Item(f"tt{n:08d}", ContentType.MOVIE, f"Movies/M{n}/M{n}.mkv", f"M{n}",

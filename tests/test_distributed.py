@@ -23,10 +23,11 @@ from typing import Any
 
 import distributed as dd  # installed with the test extra: never skip these
 import pytest
-from artpipe import distributed, pipeline
-from artpipe.distributed import ShardResult, ShardTask, run_shard
+from artpipe import pipeline
 from artpipe.errors import ArtpipeError
 from artpipe.fetch import FetchLimits
+from artpipe.pipeline import cluster as pipeline_cluster
+from artpipe.pipeline.cluster import ShardResult, ShardTask, run_shard
 from artpipe.save import TEMP_SUFFIX
 from artpipe.store import Store, default_db_path
 from PIL import Image
@@ -248,7 +249,7 @@ async def test_a_worker_killed_mid_shard_leaves_no_partial_file(
         opts = pipeline.RunOptions(library=library, executor=dask_spec(cluster),
                                    shard_size=4, limits=FAST_LIMITS)
         library.mkdir()
-        report = await distributed.run(items, opts, shard_fn=crash_mid_shard)
+        report = await pipeline_cluster.run(items, opts, shard_fn=crash_mid_shard)
         assert (tmp_path / "crashed-1").exists()  # the worker really died mid-shard
         assert report.exit_code == 0
         srv.reset_counters()
@@ -271,7 +272,7 @@ async def test_a_poisoned_shard_fails_its_slots_and_a_rerun_finishes_it(
         library.mkdir()
         opts = pipeline.RunOptions(library=library, executor=dask_spec(cluster),
                                    shard_size=3, shard_retries=1, limits=FAST_LIMITS)
-        first = await distributed.run(items, opts, shard_fn=fail_shard_2)
+        first = await pipeline_cluster.run(items, opts, shard_fn=fail_shard_2)
         assert first.exit_code == 1
         assert first.metrics.counter("shards.failed") == 1
         failed = {r[0] for r in store_rows(library) if r[7] == "failed"}
@@ -296,7 +297,7 @@ async def test_an_interrupted_driver_is_finished_by_a_rerun(
         opts = pipeline.RunOptions(library=library, executor=dask_spec(cluster),
                                    shard_size=2, limits=FAST_LIMITS)
         first_shard = asyncio.Event()
-        driver = asyncio.create_task(distributed.run(
+        driver = asyncio.create_task(pipeline_cluster.run(
             items, opts, shard_fn=slow_shard, progress=lambda *_: first_shard.set()))
         await asyncio.wait_for(first_shard.wait(), 30)
         driver.cancel()
@@ -325,18 +326,18 @@ def test_without_dask_the_error_says_how_to_install_it(
 
 
 def test_executor_specs_and_limits() -> None:
-    assert distributed.wants_cluster("dask://10.0.0.5:8786")
-    assert not distributed.wants_cluster("thread")
-    assert not distributed.wants_cluster("process")
-    assert distributed.scheduler_address("dask://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
-    assert distributed.scheduler_address("dask://tls://h:8786") == "tls://h:8786"
+    assert pipeline_cluster.wants_cluster("dask://10.0.0.5:8786")
+    assert not pipeline_cluster.wants_cluster("thread")
+    assert not pipeline_cluster.wants_cluster("process")
+    assert pipeline_cluster.scheduler_address("dask://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert pipeline_cluster.scheduler_address("dask://tls://h:8786") == "tls://h:8786"
     with pytest.raises(ArtpipeError, match="dask://HOST:PORT"):
-        distributed.scheduler_address("dask://")
-    limits = distributed.shard_limits(FetchLimits(concurrency=32, per_host=8), 3)
+        pipeline_cluster.scheduler_address("dask://")
+    limits = pipeline_cluster.shard_limits(FetchLimits(concurrency=32, per_host=8), 3)
     assert (limits.concurrency, limits.per_host) == (10, 2)
-    tiny = distributed.shard_limits(FetchLimits(concurrency=32, per_host=8), 64)
+    tiny = pipeline_cluster.shard_limits(FetchLimits(concurrency=32, per_host=8), 64)
     assert (tiny.concurrency, tiny.per_host) == (1, 1)  # never below one request
-    assert [len(s) for s in distributed.batched(iter(range(7)), 3)] == [3, 3, 1]  # type: ignore[arg-type]
+    assert [len(s) for s in pipeline_cluster.batched(iter(range(7)), 3)] == [3, 3, 1]  # type: ignore[arg-type]
 
 
 def test_workers_undo_the_nannys_malloc_trim_setting(client: Any) -> None:
@@ -344,13 +345,13 @@ def test_workers_undo_the_nannys_malloc_trim_setting(client: Any) -> None:
     envs = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
     assert set(envs.values()) == {"65536"}  # the premise: Dask sets it
     if sys.platform == "linux":
-        assert set(client.run(distributed.tune_malloc).values()) == {True}
+        assert set(client.run(pipeline_cluster.tune_malloc).values()) == {True}
 
 
 def test_client_executor_is_routed_to_the_cluster(client: Any) -> None:
     executor = client.get_executor()
-    assert distributed.wants_cluster(executor)
-    assert distributed.scheduler_address(executor) == client.scheduler.address
+    assert pipeline_cluster.wants_cluster(executor)
+    assert pipeline_cluster.scheduler_address(executor) == client.scheduler.address
 
 
 def test_bad_shard_size_is_a_value_error(cluster: Any, tmp_path: Path) -> None:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from artpipe import distributed, errors, pipeline
-from artpipe.distributed import ShardResult, ShardTask, run_shard
+from artpipe import errors, pipeline
 from artpipe.errors import ArtpipeError, DecodeError
 from artpipe.fetch import FetchLimits
 from artpipe.models import ArtSlot, ArtType, ContentType, ImageInfo, Item, SavedImage, SlotStatus
-from artpipe.pipeline import ItemOutcome, SlotResult
+from artpipe.pipeline import ItemOutcome, ItemSettings, SlotResult, cluster
+from artpipe.pipeline.cluster import ShardResult, ShardTask, run_shard
 from artpipe.save import SaveJob, SaveOutcome, save_one
 from artpipe.store import ArtworkRow, StoreError
 
@@ -86,7 +86,8 @@ def dataclass_samples(tmp: Path) -> list[Any]:
                      "ab" * 32, '"e"', None, "saved", None, 1.5)
     outcome = ItemOutcome(item, (result,))
     task = ShardTask(3, (item,), {"tt1": {("poster", 0): row}}, str(tmp), str(tmp / "c"),
-                     FAST_LIMITS, 4, {"127.0.0.1": 2}, None, False, True, 85, 1024)
+                     FAST_LIMITS, 4, {"127.0.0.1": 2}, None,
+                     ItemSettings(originals=False, refresh=True, quality=85), 1024)
     return [
         slot, item, saved, result, row, outcome, task,
         ShardResult(3, (outcome,), {"counters": {"http.requests": 2}, "samples": {}},
@@ -206,7 +207,7 @@ async def test_an_executor_instance_from_the_api_saves_and_stays_open(
     executor: Executor = (ThreadPoolExecutor(max_workers=2) if kind == "thread" else
                           ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")))
     with executor:
-        assert not distributed.wants_cluster(executor)
+        assert not cluster.wants_cluster(executor)
         async with ImageServer() as srv:
             items = manifest(srv)
             expected_report = await run_into(items, tmp_path / "ref", "thread")
@@ -226,7 +227,7 @@ async def test_a_shard_runs_in_a_plain_spawn_process(
     library = tmp_path / "lib"
     library.mkdir()
     async with ImageServer() as srv:
-        items = tuple(pipeline._iter_items(manifest(srv, 3), lambda e: None))
+        items = tuple(pipeline.iter_items(manifest(srv, 3), lambda e: None))
         task = ShardTask(0, items, {}, str(library), str(tmp_path / "cache"), FAST_LIMITS,
                          4, {}, workers=1)
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ and what a second run does (nothing).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -462,3 +463,9 @@ async def test_refresh_revalidates_a_shared_url_once(tmp_path: Path) -> None:
         report = await run(items, library, refresh=True, item_workers=1)
         assert srv.hits("/shared.jpg") == 1
         assert report.stats.slots["unchanged"] == 5
+
+
+def test_run_keywords_are_exactly_the_run_options() -> None:
+    """``artpipe.run``'s typed keywords mirror ``RunOptions`` (all but the library)."""
+    fields = {f.name for f in dataclasses.fields(pipeline.RunOptions)} - {"library"}
+    assert set(pipeline.RunOptionsArgs.__annotations__) == fields

@@ -36,6 +36,8 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""The cache's size cap unless the run passes ``cache_bytes``."""
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_S = 3600.0  # temp files older than this were left by a killed process
 
@@ -90,7 +92,9 @@ class CacheEntry:
 class Cache:
     """Content-addressed cache of originals under ``directory``, at most ``max_bytes``."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 2 * 1024**3) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         if max_bytes < 0:
             raise ValueError(f"Cache max_bytes must be >= 0, got {max_bytes}")
         self.directory = Path(directory)

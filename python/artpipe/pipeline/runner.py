@@ -1,45 +1,38 @@
-"""The run engine: manifest → plan → fetch → save → store, pipelined across items.
+"""One item at a time: plan it, download exactly what the plan says, save the bytes.
 
-A fixed number of item workers pull items from a bounded queue; each plans
-its item with the one resolver (``plan.resolve``), downloads exactly the
-``Web`` set (the fetcher coalesces duplicates and enforces the limits), then
-hands bytes to the save step in an executor. While item N renders on the
-executor, item N+1's downloads are already in flight, and memory stays bounded
-by the queue sizes, never by the manifest size.
+``ItemRunner`` is what every item worker runs, in a local run and in a Dask
+shard alike. It plans with the one resolver (``plan.resolve``), downloads
+exactly the ``Web`` set (the fetcher coalesces duplicates and enforces the
+limits), then hands bytes to the save step in an executor.
 
 The save step runs with ``fetch.SAVE_PHASE`` set, so any HTTP request made
 while an item saves is counted in ``http.requests_in_save`` — the counter that
-proves the seed's hidden re-download cannot come back. The driver alone writes
-the SQLite store, one transaction per batch of finished items.
+proves the seed's hidden re-download cannot come back. The runner holds no
+store handle: it reads recorded rows through a callable and returns outcomes
+(``ItemOutcome``) for the driver to record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import time
-from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, aclosing
-from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
-from artpipe.errors import ArtpipeError, DecodeError, FetchError, ManifestError
+from artpipe.errors import ArtpipeError, DecodeError, FetchError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
-from artpipe.manifest import iter_manifest, parse_item
 from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, SlotStatus
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
-from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
+from artpipe.store import ArtworkRow
 
-DEFAULT_CACHE_BYTES = 2 * 1024**3
 # Folders already swept for temp files; bounded so memory does not grow with
 # the library (a folder forgotten and seen again is only listed once more).
 _SWEPT_DIRS_REMEMBERED = 4096
@@ -91,80 +84,21 @@ class ItemOutcome:
     results: tuple[SlotResult, ...]
 
 
-@dataclass
-class RunStats:
-    """Running totals the CLI shows while a run goes on."""
 
-    items_done: int = 0
-    bad_lines: int = 0
-    slots: Counter[str] = field(default_factory=Counter)
-    bytes_written: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    started: float = field(default_factory=time.monotonic)
-    # host -> requests per second so far; set by the driver once the fetcher exists
-    host_rates: Callable[[], dict[str, float]] = field(default=dict, repr=False)
+@dataclass(frozen=True, slots=True)
+class ItemSettings:
+    """How items are saved and planned: the run options every item runner shares."""
 
-    @property
-    def failed(self) -> int:
-        return self.slots[SlotStatus.FAILED.value]
-
-
-@dataclass
-class RunReport:
-    """What ``run`` returns: totals, the metrics, and the exit code they imply."""
-
-    stats: RunStats
-    metrics: Metrics
-    library: Path
-    db: Path
-    report_path: Path | None = None
-    metrics_path: Path | None = None
-    trace_path: Path | None = None
-    hosts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        """0 all slots ok; 1 some slots (or manifest lines) failed."""
-        return 1 if (self.stats.failed or self.stats.bad_lines) else 0
-
-    def summary(self) -> dict[str, int]:
-        return {status.value: self.stats.slots[status.value] for status in SlotStatus}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    library: Path
-    cache_dir: Path | None = None
-    db: Path | None = None
-    concurrency: int = 32
-    per_host: int = 8
-    executor: str | Executor = "thread"
-    workers: int | None = None
     originals: bool = False
     refresh: bool = False
     quality: int = 90
-    report: Path | None = None
-    metrics: Path | None = None
-    trace: Path | None = None
-    limits: FetchLimits | None = None
-    item_workers: int | None = None
-    batch_size: int = 64
-    cache_bytes: int = DEFAULT_CACHE_BYTES
-    resolve: Mapping[str, tuple[str, int]] | None = None
-    shard_size: int = 2000
-    shard_retries: int = 3
-
-    def fetch_limits(self) -> FetchLimits:
-        base = self.limits or FetchLimits()
-        return FetchLimits(**{**asdict(base), "concurrency": self.concurrency,
-                              "per_host": self.per_host})
 
 
+RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
 _FetchKey = tuple[str, str | None, str | None]
-ProgressCallback = Callable[[RunStats, ItemOutcome | None], None]
 
 
-class _StoreFacts:
+class StoreFacts:
     """``plan.Facts`` over one item's store rows, the cache index and the disk.
 
     A file only counts as present when its size still matches the record: a
@@ -232,10 +166,8 @@ class ItemRunner:
         cache: Cache,
         executor: Executor,
         metrics: Metrics,
-        rows_for: Callable[[str], dict[tuple[str, int], ArtworkRow]],
-        originals: bool = False,
-        refresh: bool = False,
-        quality: int = 90,
+        rows_for: RowsFor,
+        settings: ItemSettings = ItemSettings(),  # frozen, safe to share
     ) -> None:
         self.library = library
         self.fetcher = fetcher
@@ -243,27 +175,47 @@ class ItemRunner:
         self.executor = executor
         self.metrics = metrics
         self.rows_for = rows_for
-        self.originals = originals
-        self.refresh = refresh
-        self.quality = quality
+        self.settings = settings
         self._inflight: dict[_FetchKey, asyncio.Future[_Loaded]] = {}
         self._swept: OrderedDict[str, None] = OrderedDict()
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        limits: FetchLimits,
+        *,
+        library: Path,
+        cache: Cache,
+        executor: Executor,
+        metrics: Metrics,
+        rows_for: RowsFor,
+        settings: ItemSettings,
+        resolve: Mapping[str, tuple[str, int]] | None = None,
+    ) -> AsyncIterator[ItemRunner]:
+        """A runner with its own ``Fetcher`` (the run's one HTTP session), closed on exit."""
+        async with Fetcher(limits, metrics=metrics, resolve=resolve) as fetcher:
+            yield cls(library=library, fetcher=fetcher, cache=cache, executor=executor,
+                      metrics=metrics, rows_for=rows_for, settings=settings)
+
+    def host_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-host fetch statistics as plain dicts (for the report and across processes)."""
+        return {name: asdict(s) for name, s in self.fetcher.host_stats().items()}
 
     async def process(self, item: Item) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
             # rows on the loop (the store's connection lives here); the stat,
             # realpath and listdir calls of planning in a thread, so a slow NAS
             # does not stall the downloads in flight
-            facts = _StoreFacts(self.rows_for(item.id), self.cache)
+            facts = StoreFacts(self.rows_for(item.id), self.cache)
             try:
                 item_plan = await asyncio.to_thread(
-                    planner.plan_item, item, self.library, facts, refresh=self.refresh
+                    planner.plan_item, item, self.library, facts, refresh=self.settings.refresh
                 )
             except OSError as exc:
-                reason = f"cannot read {exc.filename or 'its folder'}: {exc.strerror or exc}"
-                return ItemOutcome(item, tuple(_failed(item, s, None, reason)
-                                               for s in item.slots))
+                return failed_outcome(
+                    item, f"cannot read {exc.filename or 'its folder'}: {exc.strerror or exc}")
             results = [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
             with self.metrics.timer("item.download", track="items"):
                 loaded = await asyncio.gather(
@@ -278,7 +230,7 @@ class ItemRunner:
         return ItemOutcome(item, tuple(results))
 
     # -- download phase -------------------------------------------------
-    async def _load(self, planned: planner.PlannedSlot, facts: _StoreFacts) -> _Loaded:
+    async def _load(self, planned: planner.PlannedSlot, facts: StoreFacts) -> _Loaded:
         source = planned.source
         if isinstance(source, planner.Memory):
             return _Loaded(planned, data=source.data)
@@ -407,8 +359,8 @@ class ItemRunner:
                     data=entry.data,
                     target=target,
                     format=slot.art.output_format,
-                    max_size=None if self.originals else slot.art.default_max_size,
-                    quality=self.quality,
+                    max_size=None if self.settings.originals else slot.art.default_max_size,
+                    quality=self.settings.quality,
                 )
                 jobs.append((entry, loop.run_in_executor(self.executor, save_one, job)))
         for entry, future in jobs:
@@ -464,6 +416,12 @@ def _failed(item: Item, slot: ArtSlot, path: str | None, reason: str) -> SlotRes
                    reason=reason)
 
 
+def failed_outcome(item: Item, reason: str) -> ItemOutcome:
+    """Every slot of ``item`` failed for one ``reason`` (an unreadable folder, a lost shard)."""
+    return ItemOutcome(item, tuple(_failed(item, slot, None, reason)
+                                   for slot in item.slots))
+
+
 def _slot_error(item: Item, slot: ArtSlot, error: str) -> str:
     """Who failed, from where, and that the old file stayed.
 
@@ -500,291 +458,3 @@ def _result(
     )
 
 
-# -- the driver -----------------------------------------------------------
-
-
-def _ignore_sigint() -> None:
-    """Render processes leave Ctrl-C to the driver, which stops the run cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Executor, bool]:
-    """Build the save executor; returns (executor, owned) — owned ones are shut down."""
-    if isinstance(spec, Executor):
-        return spec, False
-    n = workers or os.cpu_count() or 2
-    if spec == "thread":
-        return ThreadPoolExecutor(max_workers=n, thread_name_prefix="save"), True
-    if spec == "process":
-        return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"),
-                                   max_tasks_per_child=1000,
-                                   initializer=_ignore_sigint), True
-    raise ValueError(
-        f"unknown executor {spec!r}: use 'thread', 'process' or 'dask://HOST:PORT'"
-    )
-
-
-def _iter_items(
-    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
-    on_error: Callable[[ManifestError], None],
-) -> Iterator[Item]:
-    """Items from a manifest path (opened now: an unreadable one raises here) or objects."""
-    if isinstance(items, str | os.PathLike):
-        return iter_manifest(items, on_error=on_error)
-    return _parse_objects(items, on_error)
-
-
-def _parse_objects(
-    items: Iterable[Item | dict[str, Any]], on_error: Callable[[ManifestError], None]
-) -> Iterator[Item]:
-    for n, obj in enumerate(items, start=1):
-        if isinstance(obj, Item):
-            yield obj
-            continue
-        try:
-            yield parse_item(obj, n)
-        except ManifestError as exc:
-            on_error(exc)
-
-
-def _store_outcome(store: Store, outcome: ItemOutcome) -> None:
-    item = outcome.item
-    store.upsert_item(ItemRow(item.id, item.type.value, item.title, item.path))
-    for r in outcome.results:
-        if r.status is SlotStatus.SAVED:
-            store.upsert_artwork(ArtworkRow(
-                item=r.item, art=r.art, index=r.index, url=r.url, path=r.path or "",
-                width=r.width, height=r.height, bytes=r.bytes, sha256=r.sha256,
-                etag=r.etag, last_modified=r.last_modified, status=r.status.value,
-            ))
-        elif r.status is SlotStatus.REMOVED:
-            store.delete_artwork(r.item, r.art, r.index)
-        elif r.status is SlotStatus.FAILED:
-            store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed")
-        elif r.status is SlotStatus.UNCHANGED and (r.etag or r.last_modified):
-            store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
-
-
-class _Sink:
-    """Driver-side consumer of outcomes: store batches, report rows, totals."""
-
-    def __init__(self, store: Store, report: IO[str] | None, stats: RunStats,
-                 metrics: Metrics, progress: ProgressCallback | None, batch_size: int) -> None:
-        self.store = store
-        self.report = report
-        self.stats = stats
-        self.metrics = metrics
-        self.progress = progress
-        self.batch_size = batch_size
-        self.pending: list[ItemOutcome] = []
-
-    def bad_line(self, error: ManifestError) -> None:
-        self.stats.bad_lines += 1
-        _count_error(self.stats.errors, str(error))
-        self.metrics.count("manifest.bad_lines")
-        if self.report is not None:
-            row = {"item": None, "type": None, "art": None, "index": None, "url": None,
-                   "status": SlotStatus.FAILED.value, "path": None, "width": None,
-                   "height": None, "bytes": None, "error": str(error)}
-            self.report.write(json.dumps(row) + "\n")
-        if self.progress is not None:
-            self.progress(self.stats, None)
-
-    def add(self, outcome: ItemOutcome) -> None:
-        self.pending.append(outcome)
-        self.stats.items_done += 1
-        for r in outcome.results:
-            self.stats.slots[r.status.value] += 1
-            self.metrics.count(f"images.{r.status.value}")
-            if r.status is SlotStatus.SAVED:
-                self.stats.bytes_written += r.bytes or 0
-            if r.error:
-                _count_error(self.stats.errors, r.reason or r.error)
-            if self.report is not None:
-                self.report.write(json.dumps(r.report_row()) + "\n")
-        if self.progress is not None:
-            self.progress(self.stats, outcome)
-        if len(self.pending) >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []  # a batch that failed is not retried
-        with self.metrics.timer("db.save_item", track="driver"), self.store.batch():
-            for outcome in batch:
-                _store_outcome(self.store, outcome)
-        if self.report is not None:
-            self.report.flush()
-
-
-_ERROR_KINDS_KEPT = 200
-
-
-def _count_error(errors: Counter[str], message: str) -> None:
-    """Group errors for the summary by their first words, without URLs.
-
-    At most ``_ERROR_KINDS_KEPT`` kinds are kept (then "other"), so a run with
-    a million distinct failures does not hold a million strings.
-    """
-    kind = " ".join([w for w in message.split() if "://" not in w][:8])
-    if kind not in errors and len(errors) >= _ERROR_KINDS_KEPT:
-        kind = "other errors"
-    errors[kind] += 1
-
-
-async def run(
-    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
-    library: str | os.PathLike[str],
-    *,
-    progress: ProgressCallback | None = None,
-    **options: Any,
-) -> RunReport:
-    """Fill ``library`` with the art of ``items`` (a manifest path or Items/dicts).
-
-    Options are the fields of ``RunOptions`` (cache_dir, db, concurrency,
-    per_host, executor, workers, originals, refresh, quality, report, metrics,
-    trace, limits, item_workers, batch_size, cache_bytes, shard_size, shard_retries).
-    """
-    opts = RunOptions(library=Path(library), **options)
-    from artpipe import distributed
-
-    if distributed.wants_cluster(opts.executor):
-        return await distributed.run(items, opts, progress=progress)
-    # Open the manifest before anything is created in the library: a missing
-    # or unreadable manifest is a usage error (exit 2), not a half-made run.
-    item_iter = _iter_items(items, lambda error: driver.sink.bad_line(error))
-    with ExitStack() as stack:
-        driver = open_driver(opts, progress, stack)
-        executor, owned = make_executor(opts.executor, opts.workers)
-        if owned:
-            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-        async with Fetcher(
-            opts.fetch_limits(), metrics=driver.metrics, resolve=opts.resolve
-        ) as fetcher:
-            driver.stats.host_rates = lambda: {
-                name: h.requests_per_s for name, h in fetcher.host_stats().items()
-            }
-            runner = ItemRunner(
-                library=driver.library, fetcher=fetcher, cache=driver.cache,
-                executor=executor, metrics=driver.metrics, rows_for=driver.store.artwork_for,
-                originals=opts.originals, refresh=opts.refresh, quality=opts.quality,
-            )
-            workers = opts.item_workers or max(4, opts.concurrency // 4)
-            try:
-                async with aclosing(_pipelined(item_iter, runner, workers)) as outcomes:
-                    async for outcome in outcomes:
-                        driver.sink.add(outcome)
-            finally:
-                driver.sink.flush()
-                driver.hosts.update(
-                    {name: asdict(s) for name, s in fetcher.host_stats().items()}
-                )
-    return driver.finish(opts)
-
-
-@dataclass
-class Driver:
-    """What the driver process holds for a run: the only store writer, and totals."""
-
-    library: Path
-    db: Path
-    store: Store
-    cache: Cache
-    metrics: Metrics
-    stats: RunStats
-    sink: _Sink
-    hosts: dict[str, Any] = field(default_factory=dict)
-
-    def finish(self, opts: RunOptions) -> RunReport:
-        """Write the metrics/trace files and build the report (after the stores closed)."""
-        try:
-            if opts.metrics:
-                self.metrics.write_json(opts.metrics)
-            if opts.trace:
-                self.metrics.write_trace(opts.trace)
-        except OSError as exc:
-            raise ArtpipeError(
-                f"the run finished (library and store are up to date) but {exc.filename} "
-                f"could not be written: {exc.strerror or exc}"
-            ) from exc
-        return RunReport(stats=self.stats, metrics=self.metrics, library=self.library,
-                         db=self.db, report_path=opts.report, metrics_path=opts.metrics,
-                         trace_path=opts.trace, hosts=self.hosts)
-
-
-def open_driver(opts: RunOptions, progress: ProgressCallback | None, stack: ExitStack) -> Driver:
-    """Check the library, open store, cache and report; ``stack`` closes them.
-
-    Synchronous on purpose: a handful of stat/open calls at start-up, before
-    the event loop has anything else to do.
-    """
-    library = Path(os.path.realpath(opts.library))
-    if not library.is_dir():
-        raise ArtpipeError(
-            f"library folder {opts.library} does not exist; create it or pass the right --library"
-        )
-    db = opts.db or default_db_path(library)
-    store = stack.enter_context(Store(db))
-    cache_dir = opts.cache_dir or (library / ".artpipe" / "cache")
-    try:
-        cache = stack.enter_context(Cache(cache_dir, max_bytes=opts.cache_bytes))
-    except Exception as exc:  # OSError or the cache index's sqlite3.Error
-        raise ArtpipeError(
-            f"cannot open the download cache in {cache_dir}: {exc}; "
-            "check the folder is writable, or pass --cache-dir to put it elsewhere"
-        ) from exc
-    report: IO[str] | None = None
-    if opts.report:
-        try:
-            report = stack.enter_context(open(opts.report, "w", encoding="utf-8"))
-        except OSError as exc:
-            raise ArtpipeError(
-                f"cannot write the report {opts.report}: {exc.strerror or exc}; "
-                "pick a writable --report path"
-            ) from exc
-    metrics = Metrics(trace=opts.trace is not None)
-    for status in SlotStatus:  # every DESIGN counter is present, even at zero
-        metrics.count(f"images.{status.value}", 0)
-    metrics.count("images.passthrough", 0)
-    stats = RunStats()
-    sink = _Sink(store, report, stats, metrics, progress, opts.batch_size)
-    return Driver(library, db, store, cache, metrics, stats, sink)
-
-
-async def _pipelined(
-    items: Iterator[Item], runner: ItemRunner, workers: int
-) -> AsyncGenerator[ItemOutcome, None]:
-    """Run ``workers`` item tasks over a bounded queue; yield outcomes as they finish."""
-    todo: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=workers * 2)
-    done: asyncio.Queue[ItemOutcome | None] = asyncio.Queue(maxsize=workers * 2)
-
-    async def produce() -> None:
-        for item in items:
-            await todo.put(item)
-        for _ in range(workers):
-            await todo.put(None)
-
-    async def work() -> None:
-        while (item := await todo.get()) is not None:
-            await done.put(await runner.process(item))
-        await done.put(None)
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(produce())
-            for _ in range(workers):
-                tg.create_task(work())
-            finished = 0
-            while finished < workers:
-                outcome = await done.get()
-                if outcome is None:
-                    finished += 1
-                else:
-                    yield outcome
-    except BaseExceptionGroup as group:
-        # One failing task (a broken store, a bad manifest read) should reach
-        # the caller as itself, so the CLI can print one line, not a group.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise

@@ -16,8 +16,9 @@
   cluster's worker threads, each of which can run one shard; at least 1 each),
   so the whole cluster still respects a host's limit.
 - It returns plain outcomes (``ItemOutcome``) and a metrics snapshot; the
-  driver alone writes the store and the report (through the local run's
-  ``_Sink``) and reports progress through the same callback, shard by shard.
+  driver alone writes the store and the report (through the same
+  ``StoreSink`` as a local run) and reports progress through the same
+  callback, shard by shard.
 - Dask retries a failed shard (``shard_retries``) and reschedules a lost one
   (a worker that died). A shard that still fails is recorded as failed slots,
   and the run goes on; since files are written atomically and recorded only
@@ -46,28 +47,27 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from artpipe.cache import Cache
+from artpipe.cache import DEFAULT_MAX_BYTES, Cache
 from artpipe.errors import ArtpipeError
-from artpipe.fetch import Fetcher, FetchLimits
+from artpipe.fetch import FetchLimits
 from artpipe.metrics import Metrics
-from artpipe.models import Item, SlotStatus
-from artpipe.pipeline import (
+from artpipe.models import Item
+from artpipe.pipeline.driver import (
     Driver,
-    ItemOutcome,
-    ItemRunner,
+    Items,
     ProgressCallback,
-    RunOptions,
     RunReport,
-    SlotResult,
-    _iter_items,
-    _pipelined,
+    iter_items,
     open_driver,
+    pipelined,
 )
+from artpipe.pipeline.options import RunOptions
+from artpipe.pipeline.runner import ItemOutcome, ItemRunner, ItemSettings, failed_outcome
 from artpipe.store import ArtworkRow
 
 INSTALL_HINT = "pip install 'artpipe[dask]'"
@@ -134,10 +134,8 @@ class ShardTask:
     item_workers: int
     host_slots: dict[str, int]
     workers: int | None = None
-    originals: bool = False
-    refresh: bool = False
-    quality: int = 90
-    cache_bytes: int = 2 * 1024**3
+    settings: ItemSettings = field(default_factory=ItemSettings)
+    cache_bytes: int = DEFAULT_MAX_BYTES
     resolve: dict[str, tuple[str, int]] | None = None
 
 
@@ -202,15 +200,14 @@ async def _run_shard(task: ShardTask) -> ShardResult:
     rows = task.rows
     pool = ThreadPoolExecutor(max_workers=_render_threads(task), thread_name_prefix="save")
     try:
-        async with Fetcher(task.limits, metrics=metrics, resolve=task.resolve) as fetcher:
-            runner = ItemRunner(
-                library=Path(task.library), fetcher=fetcher, cache=cache, executor=pool,
-                metrics=metrics, rows_for=lambda item_id: rows.get(item_id, {}),
-                originals=task.originals, refresh=task.refresh, quality=task.quality,
-            )
-            outcomes = [o async for o in _pipelined(iter(task.items), runner,
-                                                     task.item_workers)]
-            hosts = {name: asdict(s) for name, s in fetcher.host_stats().items()}
+        async with ItemRunner.open(
+            task.limits, library=Path(task.library), cache=cache, executor=pool,
+            metrics=metrics, rows_for=lambda item_id: rows.get(item_id, {}),
+            settings=task.settings, resolve=task.resolve,
+        ) as runner:
+            outcomes = [o async for o in pipelined(iter(task.items), runner,
+                                                    task.item_workers)]
+            hosts = runner.host_stats()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return ShardResult(task.shard, tuple(outcomes), metrics.raw(), hosts, _worker_name())
@@ -277,7 +274,7 @@ def batched(items: Iterable[Item], size: int) -> Iterator[tuple[Item, ...]]:
 
 
 async def run(
-    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
+    items: Items,
     opts: RunOptions,
     *,
     progress: ProgressCallback | None = None,
@@ -336,7 +333,7 @@ async def _cluster_slots(client: Any, wait_s: float = 60.0) -> dict[str, int]:
 
 async def _drive(
     client: Any,
-    items: str | os.PathLike[str] | Iterable[Item | dict[str, Any]],
+    items: Items,
     opts: RunOptions,
     driver: Driver,
     shard_fn: Callable[[ShardTask], ShardResult],
@@ -344,13 +341,14 @@ async def _drive(
     host_slots = await _cluster_slots(client)
     slots = sum(host_slots.values())
     limits = shard_limits(opts.fetch_limits(), slots)
-    item_workers = opts.item_workers or max(4, limits.concurrency // 4)
-    cache_root = str(opts.cache_dir or (driver.library / ".artpipe" / "cache"))
+    item_workers = opts.item_workers_for(limits)
+    cache_root = str(opts.cache_root(driver.library))
+    settings = opts.item_settings()
     max_in_flight = 2 * slots  # one running per slot, one queued behind it
     run_id = uuid.uuid4().hex[:8]
     pending: dict[asyncio.Task[ShardResult], tuple[int, tuple[Item, ...], Any]] = {}
     try:
-        shards = batched(_iter_items(items, driver.sink.bad_line), opts.shard_size)
+        shards = batched(iter_items(items, driver.sink.bad_line), opts.shard_size)
         for n, shard in enumerate(shards):
             while len(pending) >= max_in_flight:
                 await _collect(pending, driver, opts)
@@ -359,8 +357,7 @@ async def _drive(
                 rows={item.id: driver.store.artwork_for(item.id) for item in shard},
                 library=str(driver.library), cache_root=cache_root, limits=limits,
                 item_workers=item_workers, host_slots=host_slots, workers=opts.workers,
-                originals=opts.originals, refresh=opts.refresh, quality=opts.quality,
-                cache_bytes=opts.cache_bytes,
+                settings=settings, cache_bytes=opts.cache_bytes,
                 resolve=dict(opts.resolve) if opts.resolve else None,
             )
             future = client.submit(shard_fn, task, key=f"artpipe-shard-{run_id}-{n}",
@@ -402,22 +399,13 @@ async def _collect(
                       f"retries ({type(exc).__name__}: {exc}); nothing was recorded for "
                       "it — rerun to finish it")
             for item in shard:
-                driver.sink.add(_failed_outcome(item, reason))
+                driver.sink.add(failed_outcome(item, reason))
             continue
         driver.metrics.count("shards.done")
         driver.metrics.merge(result.metrics)
         _merge_hosts(driver.hosts, result.hosts)
         for outcome in result.outcomes:
             driver.sink.add(outcome)
-
-
-def _failed_outcome(item: Item, reason: str) -> ItemOutcome:
-    return ItemOutcome(item, tuple(
-        SlotResult(item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
-                   url=slot.url, status=SlotStatus.FAILED, path=None,
-                   error=f"{item.label} {slot.art.value}: {reason}")
-        for slot in item.slots
-    ))
 
 
 def _merge_hosts(into: dict[str, Any], hosts: dict[str, dict[str, Any]]) -> None:

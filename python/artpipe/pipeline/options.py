@@ -1,0 +1,101 @@
+"""What a run is asked to do: ``RunOptions``, its defaults, and the rules derived from it.
+
+The CLI reads its ``--concurrency``, ``--per-host``, ``--shard-size`` … defaults
+from here, and the local and the cluster run both ask ``RunOptions`` for the
+cache folder, the item-worker count and the fetch limits, so each rule is
+written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, TypedDict
+
+from artpipe.cache import DEFAULT_MAX_BYTES
+from artpipe.fetch import FetchLimits
+from artpipe.pipeline.runner import ItemSettings
+
+_LIMITS: Final = FetchLimits()
+DEFAULT_CONCURRENCY: Final = _LIMITS.concurrency
+DEFAULT_PER_HOST: Final = _LIMITS.per_host
+DEFAULT_EXECUTOR: Final = "thread"
+DEFAULT_QUALITY: Final = ItemSettings().quality
+DEFAULT_BATCH_SIZE: Final = 64
+DEFAULT_CACHE_BYTES: Final = DEFAULT_MAX_BYTES
+DEFAULT_SHARD_SIZE: Final = 2000
+DEFAULT_SHARD_RETRIES: Final = 3
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every option of ``artpipe.pipeline.run`` (the CLI's flags, by the same names)."""
+
+    library: Path
+    cache_dir: Path | None = None
+    db: Path | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    per_host: int = DEFAULT_PER_HOST
+    executor: str | Executor = DEFAULT_EXECUTOR
+    workers: int | None = None
+    originals: bool = False
+    refresh: bool = False
+    quality: int = DEFAULT_QUALITY
+    report: Path | None = None
+    metrics: Path | None = None
+    trace: Path | None = None
+    limits: FetchLimits | None = None
+    item_workers: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    resolve: Mapping[str, tuple[str, int]] | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_retries: int = DEFAULT_SHARD_RETRIES
+
+    def fetch_limits(self) -> FetchLimits:
+        """``limits`` (or the defaults) with this run's concurrency and per-host limit."""
+        return replace(self.limits or _LIMITS, concurrency=self.concurrency,
+                       per_host=self.per_host)
+
+    def item_settings(self) -> ItemSettings:
+        """What every item runner of this run shares."""
+        return ItemSettings(originals=self.originals, refresh=self.refresh,
+                            quality=self.quality)
+
+    def cache_root(self, library: Path) -> Path:
+        """Where originals are cached: ``cache_dir``, else ``<library>/.artpipe/cache``."""
+        return self.cache_dir if self.cache_dir is not None else library / ".artpipe" / "cache"
+
+    def item_workers_for(self, limits: FetchLimits) -> int:
+        """Items in progress at once for a fetcher with ``limits`` (on a cluster, a shard's).
+
+        Each item holds a handful of slots, so a quarter of the download limit
+        (at least 4) keeps the fetcher busy without holding many items' bytes.
+        """
+        return self.item_workers or max(4, limits.concurrency // 4)
+
+
+class RunOptionsArgs(TypedDict, total=False):
+    """``RunOptions``' fields as keyword arguments of ``artpipe.run`` (all optional)."""
+
+    cache_dir: Path | None
+    db: Path | None
+    concurrency: int
+    per_host: int
+    executor: str | Executor
+    workers: int | None
+    originals: bool
+    refresh: bool
+    quality: int
+    report: Path | None
+    metrics: Path | None
+    trace: Path | None
+    limits: FetchLimits | None
+    item_workers: int | None
+    batch_size: int
+    cache_bytes: int
+    resolve: Mapping[str, tuple[str, int]] | None
+    shard_size: int
+    shard_retries: int
