@@ -42,19 +42,19 @@ input[type=search] { padding:5px 8px; min-width:260px; border:1px solid var(--li
   border-radius:4px; }
 select, button { padding:4px 8px; }
 .pager { margin-left:auto; display:flex; gap:8px; align-items:center; }
-.sheet { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:12px; }
+.sheet { display:grid; grid-template-columns:repeat(auto-fill,minmax(320px,1fr)); gap:12px; }
 .card { border:1px solid var(--line); border-radius:6px; padding:8px; }
 .card .id { color:var(--muted); font-size:11px; margin:-4px 0 6px; white-space:nowrap;
   overflow:hidden; text-overflow:ellipsis; }
 .card h3 { margin:0 0 6px; font-size:13px; white-space:nowrap; overflow:hidden;
   text-overflow:ellipsis; }
 .slots { display:flex; flex-wrap:wrap; gap:6px; align-items:flex-end; }
-.slot { margin:0; width:86px; text-align:center; font-size:11px; color:var(--muted);
-  position:relative; }
-.slot img { display:block; max-width:86px; max-height:110px; margin:0 auto;
+.slot { margin:0; min-width:48px; max-width:96px; text-align:center; font-size:11px;
+  color:var(--muted); position:relative; }
+.slot img { display:block; max-width:96px; max-height:64px; margin:0 auto;
   border-radius:2px; background:#eee; }
 .slot.st-unchanged img { opacity:.9; }
-.slot .ph { height:64px; display:flex; align-items:center; justify-content:center;
+.slot .ph { height:56px; width:64px; display:flex; align-items:center; justify-content:center;
   border:2px dashed var(--skipped); border-radius:4px; font-weight:600; }
 .slot.st-failed .ph { border-color:var(--failed); color:var(--failed); background:#fdecea; }
 .slot.st-missing .ph { border-color:var(--missing); color:var(--missing); }

@@ -72,6 +72,7 @@ class Browser:
         self.height = height
         self.start_timeout = start_timeout
         self.console: list[dict[str, Any]] = []  # every console call, log entry and exception
+        self.last_load_s = 0.0
         self._proc: asyncio.subprocess.Process | None = None
         self._profile: tempfile.TemporaryDirectory[str] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -218,23 +219,29 @@ class Browser:
     # -- what tests call ---------------------------------------------------------
     async def open(self, url: str, *, ready: str = "document.documentElement.dataset.ready",
                    timeout: float = 60.0) -> float:
-        """Load ``url`` and wait until ``ready`` is truthy; returns the seconds it took.
+        """Load ``url``; returns the seconds until it was interactive.
 
-        The time runs from the navigation request to the page's ready flag (set
-        by its script once the first screen is rendered and handlers are bound).
+        Interactive: DOMContentLoaded fired and ``ready`` is truthy (the page's
+        script has rendered its first screen and bound its handlers). Returns
+        after the load event too (images in the first screen loaded), whose
+        time is kept in ``last_load_s``.
         """
+        interactive_event = self._expect("Page.domContentEventFired")
         loaded = self._expect("Page.loadEventFired")
         start = time.perf_counter()
         reply = await self.send("Page.navigate", url=url)
         if reply.get("errorText"):
             raise BrowserError(f"could not open {url}: {reply['errorText']}")
-        await asyncio.wait_for(loaded, timeout)
+        await asyncio.wait_for(interactive_event, timeout)
         deadline = time.monotonic() + timeout
         while not await self.eval(f"!!({ready})"):
             if time.monotonic() > deadline:
                 raise BrowserError(f"{url} loaded but never became ready ({ready})")
-            await asyncio.sleep(0.02)
-        return time.perf_counter() - start
+            await asyncio.sleep(0.01)
+        interactive = time.perf_counter() - start
+        await asyncio.wait_for(loaded, timeout)
+        self.last_load_s = time.perf_counter() - start
+        return interactive
 
     async def eval(self, expression: str) -> Any:
         """Evaluate JavaScript in the page (promises awaited); returns the JSON value."""
@@ -260,3 +267,29 @@ class Browser:
     def problems(self) -> list[dict[str, Any]]:
         """Console errors and warnings, uncaught exceptions, failed loads, CSP reports."""
         return [c for c in self.console if c["level"] in ("error", "warning", "assert")]
+
+
+async def _screenshot(page: Path, out: Path, width: int) -> None:
+    async with Browser(width=width, height=900) as browser:
+        await browser.open(page.resolve().as_uri())
+        await browser.eval("Promise.all(Array.from(document.images).map(i => i.decode()"
+                           ".catch(() => null)))")
+        await browser.screenshot(out)
+        if browser.problems():
+            raise SystemExit(f"{page} reported problems: {browser.problems()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/support/browser.py PAGE.html OUT.png``: a full-page screenshot."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Full-page PNG of a page, headless Chromium.")
+    parser.add_argument("page", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--width", type=int, default=1200)
+    args = parser.parse_args(argv)
+    asyncio.run(_screenshot(args.page, args.out, args.width))
+
+
+if __name__ == "__main__":
+    main()
