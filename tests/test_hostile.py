@@ -244,6 +244,8 @@ class BadLine:
     name: str
     line: bytes  # raw manifest line, without the newline
     words: tuple[str, ...]
+    item: str | None = None  # the id its report row carries
+    slot: bool = False  # True: only the poster slot fails, the line itself is fine
 
 
 def _movie_line(item: str, path: str, url: str) -> bytes:
@@ -257,17 +259,23 @@ def bad_lines(good_url: str, outside: Path) -> list[BadLine]:
 
     huge = b'{"id": "huge", "type": "movie", "title": "' + b"A" * HUGE_LINE_BYTES + b'"}'
     return [
-        BadLine("traversal", line("traversal", "../outside/Evil/Evil.mkv"), ("..",)),
-        BadLine("deep-traversal", line("deep", "Movies/../../../../../../etc/Evil.mkv"), ("..",)),
-        BadLine("backslash-traversal", line("bs", "Movies\\..\\..\\Evil.mkv"), ("..",)),
-        BadLine("absolute", line("absolute", f"{outside}/Evil/Evil.mkv"), ("absolute",)),
-        BadLine("nul-byte", line("nul", "Movies/Evil\u0000/Evil.mkv"), ("nul",)),
-        BadLine("file-scheme", line("file", url="file:///etc/passwd"), ("scheme", "file")),
-        BadLine("ftp-scheme", line("ftp", url="ftp://127.0.0.1/p.jpg"), ("scheme", "ftp")),
+        BadLine("traversal", line("traversal", "../outside/Evil/Evil.mkv"), ("..",), "traversal"),
+        BadLine("deep-traversal", line("deep", "Movies/../../../../../../etc/Evil.mkv"), ("..",),
+                "deep"),
+        BadLine("backslash-traversal", line("bs", "Movies\\..\\..\\Evil.mkv"), ("..",), "bs"),
+        BadLine("absolute", line("absolute", f"{outside}/Evil/Evil.mkv"), ("absolute",),
+                "absolute"),
+        BadLine("nul-byte", line("nul", "Movies/Evil\u0000/Evil.mkv"), ("nul",), "nul"),
+        # a bad URL fails that slot, not the line (the item's other art would still run)
+        BadLine("file-scheme", line("file", url="file:///etc/passwd"), ("scheme", "file"),
+                "file", slot=True),
+        BadLine("ftp-scheme", line("ftp", url="ftp://127.0.0.1/p.jpg"), ("scheme", "ftp"),
+                "ftp", slot=True),
         BadLine("data-scheme", line("data", url="data:image/png;base64,iVBORw0KGgo="),
-                ("scheme", "data")),
-        BadLine("javascript-scheme", line("js", url="javascript:alert(1)"), ("scheme",)),
-        BadLine("no-host", line("nohost", url="http:///p.jpg"), ("host",)),
+                ("scheme", "data"), "data", slot=True),
+        BadLine("javascript-scheme", line("js", url="javascript:alert(1)"), ("scheme",), "js",
+                slot=True),
+        BadLine("no-host", line("nohost", url="http:///p.jpg"), ("host",), "nohost", slot=True),
         BadLine("huge-line", huge, ("longer than",)),
         BadLine("invalid-utf8", b'{"id": "bad\xff\xfe", "type": "movie"}', ("utf-8",)),
     ]
@@ -355,8 +363,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     rows = [json.loads(x) for x in report.read_text(encoding="utf-8").splitlines()]
     yield HostileRun(
         measured=measured,
-        rows_by_item={r["item"]: r for r in rows if r["item"] is not None},
-        bad_rows=[r for r in rows if r["item"] is None],
+        rows_by_item={r["item"]: r for r in rows if r["art"] is not None},
+        bad_rows=[r for r in rows if r["art"] is None],  # a rejected line has no art
         line_of=line_of,
         library=library,
         outside=outside,
@@ -395,9 +403,14 @@ def test_bad_manifest_line_is_reported_with_its_line_number(
 ) -> None:
     number = hostile.line_of[bad.name]
     matches = [r for r in hostile.bad_rows if f"line {number}:" in r["error"]]
+    if bad.slot:
+        assert matches == [], "a bad URL must not reject the whole line"
+        matches = [hostile.row(bad.item or "")]
+        assert matches[0]["art"] == "poster"
     assert len(matches) == 1, (number, hostile.bad_rows)
     error = matches[0]["error"].lower()
     assert matches[0]["status"] == "failed"
+    assert matches[0]["item"] == bad.item  # the id, whenever it could be read
     for word in bad.words:
         assert word in error, f"{bad.name}: expected {word!r} in {matches[0]['error']!r}"
 

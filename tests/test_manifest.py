@@ -181,30 +181,43 @@ BAD_ITEMS: list[tuple[Any, str]] = [
     ({"id": "s", "type": "season", "path": "TV/Show", "season": "1"}, '"season"'),
     ({"id": "s", "type": "season", "path": "TV/Show", "season": 1.5}, '"season"'),
     (movie(art=["https://a.example/p.jpg"]), '"art" must be an object'),
-    (movie(art={"cover": "https://a.example/p.jpg"}), "unknown art type 'cover'"),
-    (movie(art={"poster": ["https://a.example/p.jpg"]}), "art.poster takes one image"),
-    (movie(art={"poster": 5}), "art.poster must be a URL string"),
-    (movie(art={"poster": {"thumb": "https://a.example/t"}}), "art.poster.url"),
-    (movie(art={"poster": {"url": "https://a.example/p", "x": 1}}), "unknown keys ['x']"),
-    (movie(art={"poster": {"url": "https://a.example/p", "thumb": 3}}), ".thumb"),
-    (movie(art={"poster": {"url": "https://a.example/p", "thumb": "ftp://a/t"}}), ".thumb"),
-    (movie(art={"poster": "ftp://a.example/p.jpg"}), "only http and https"),
-    (movie(art={"poster": "file:///etc/passwd"}), "only http and https"),
-    (movie(art={"poster": "javascript:alert(1)"}), "only http and https"),
-    (movie(art={"poster": "a.example/p.jpg"}), "only http and https"),
-    (movie(art={"poster": "https:///p.jpg"}), "no host"),
-    (movie(art={"poster": "https://a.example/p q.jpg"}), "whitespace"),
-    (movie(art={"poster": ""}), "empty"),
-    (movie(art={"poster": "http://[::1/p"}), "not a valid URL"),
-    (movie(art={"poster": "http://a.example:99999/p"}), "not a valid URL"),
-    (movie(art={"extrafanart": ["https://a.example/1", None]}), "art.extrafanart[1] is null"),
-    (movie(art={"extrafanart": ["https://a.example/1", "gopher://x/2"]}), "art.extrafanart[1]"),
-    (movie(art={"extrathumb": 4}), "art.extrathumb"),
-    ({"id": "e", "type": "episode", "path": "e.mkv", "art": {"poster": None}}, "cannot have"),
+    (movie(type="movieset", path=None, title=None), "may leave it out"),
+    (movie(type="movieset", path=None, title="  "), '"path"'),
+    (movie(type="tvshow", path=None), '"path" must be a non-empty string relative'),
+]
+
+GOOD = "https://a.example/good.jpg"
+
+# Art that cannot be used fails that slot only: (art, the failed slot's (art, index), fragment)
+BAD_SLOTS: list[tuple[dict[str, Any], tuple[str, int], str]] = [
+    ({"cover": "https://a.example/p.jpg"}, ("cover", 0), "unknown art type 'cover'"),
+    ({"poster": ["https://a.example/p.jpg"]}, ("poster", 0), "art.poster takes one image"),
+    ({"poster": 5}, ("poster", 0), "art.poster must be a URL string"),
+    ({"poster": {"thumb": "https://a.example/t"}}, ("poster", 0), "art.poster.url"),
+    ({"poster": {"url": "https://a.example/p", "x": 1}}, ("poster", 0), "unknown keys ['x']"),
+    ({"poster": {"url": "https://a.example/p", "thumb": 3}}, ("poster", 0), ".thumb"),
+    ({"poster": {"url": "https://a.example/p", "thumb": "ftp://a/t"}}, ("poster", 0), ".thumb"),
+    ({"poster": "ftp://a.example/p.jpg"}, ("poster", 0), "only http and https"),
+    ({"poster": "file:///etc/passwd"}, ("poster", 0), "only http and https"),
+    ({"poster": "javascript:alert(1)"}, ("poster", 0), "only http and https"),
+    ({"poster": "data:image/png;base64,AAAA"}, ("poster", 0), "only http and https"),
+    ({"poster": "a.example/p.jpg"}, ("poster", 0), "only http and https"),
+    ({"poster": "https:///p.jpg"}, ("poster", 0), "no host"),
+    ({"poster": "https://a.example/p q.jpg"}, ("poster", 0), "whitespace"),
+    ({"poster": ""}, ("poster", 0), "empty"),
+    ({"poster": "http://[::1/p"}, ("poster", 0), "not a valid URL"),
+    ({"poster": "http://a.example:99999/p"}, ("poster", 0), "not a valid URL"),
     (
-        {"id": "s", "type": "season", "path": "TV/S", "season": 1, "art": {"extrafanart": []}},
-        "cannot have",
+        {"extrafanart": ["https://a.example/1", None]},
+        ("extrafanart", 2),
+        "art.extrafanart[1] is null",
     ),
+    (
+        {"extrafanart": ["https://a.example/1", "gopher://x/2"]},
+        ("extrafanart", 2),
+        "art.extrafanart[1]",
+    ),
+    ({"extrathumb": 4}, ("extrathumb", 0), "art.extrathumb"),
 ]
 
 
@@ -215,6 +228,76 @@ def test_bad_item_is_a_manifest_error_naming_the_field(obj: Any, fragment: str) 
     assert fragment in str(info.value)
     assert info.value.line == 42
     assert str(info.value).startswith("line 42: ")
+    readable = obj.get("id") if isinstance(obj, dict) else None
+    expected = readable if isinstance(readable, str) and readable.strip() else None
+    assert info.value.item == expected  # the report row names the item when it can
+
+
+@pytest.mark.parametrize(("art", "key", "fragment"), BAD_SLOTS)
+def test_bad_art_fails_only_that_slot(
+    art: dict[str, Any], key: tuple[str, int], fragment: str
+) -> None:
+    item = parse_item(movie(art={"fanart": GOOD, **art}), line=42)
+    assert item.slots[0] == ArtSlot(ArtType.FANART, 0, GOOD)  # the rest of the item stays
+    assert [(p.art, p.index) for p in item.problems] == [key]
+    assert fragment in item.problems[0].error
+    # a bad value is never planned: no slot carries it
+    assert all(s.art.value != key[0] or s.index != key[1] for s in item.slots)
+
+
+def test_a_bad_list_entry_keeps_its_number_and_its_siblings() -> None:
+    urls = ["https://a.example/1.jpg", "javascript:alert(1)", "https://a.example/3.jpg"]
+    item = parse_item(movie(art={"extrafanart": urls}))
+    assert [(s.index, s.url) for s in item.slots] == [(1, urls[0]), (3, urls[2])]
+    assert [(p.index, p.url) for p in item.problems] == [(2, urls[1])]
+    assert item.lists == frozenset({ArtType.EXTRAFANART})
+
+
+def test_a_list_value_that_is_no_list_leaves_the_files_alone() -> None:
+    item = parse_item(movie(art={"extrathumb": 4}))
+    assert item.slots == () and item.lists == frozenset()
+    assert [(p.art, p.index, p.url) for p in item.problems] == [("extrathumb", 0, None)]
+
+
+def test_art_the_type_cannot_have_fails_that_slot() -> None:
+    episode = parse_item(
+        {
+            "id": "e",
+            "type": "episode",
+            "path": "e.mkv",
+            "art": {"poster": "https://a.example/p.jpg", "thumb": GOOD, "fanart": GOOD},
+        }
+    )
+    assert [s.art for s in episode.slots] == [ArtType.THUMB, ArtType.FANART]
+    assert [(p.art, p.url) for p in episode.problems] == [("poster", "https://a.example/p.jpg")]
+    assert "cannot have 'poster'" in episode.problems[0].error
+    season = parse_item(
+        {
+            "id": "s",
+            "type": "season",
+            "path": "TV/S",
+            "season": 1,
+            "art": {"extrathumb": [], "extrafanart": [GOOD]},
+        }
+    )
+    assert season.slots == (ArtSlot(ArtType.EXTRAFANART, 1, GOOD),)
+    assert [p.art for p in season.problems] == ["extrathumb"]
+    assert season.lists == frozenset({ArtType.EXTRAFANART})
+
+
+def test_a_movie_set_may_leave_its_path_to_the_movie_sets_folder() -> None:
+    item = parse_item({"id": "set", "type": "movieset", "title": "Alien Collection"})
+    assert item.path == "" and item.title == "Alien Collection"
+
+
+def test_a_bad_json_line_still_names_its_id_when_it_can(tmp_path: Path) -> None:
+    manifest = write_lines(
+        tmp_path / "m.jsonl",
+        ['{"id": "tt1", "type": "movie", "path": "a.mkv", oops}', '{"nothing": 1', "[1]"],
+    )
+    items, errors = collect(manifest)
+    assert items == []
+    assert [e.item for e in errors] == ["tt1", None, None]
 
 
 def test_every_bad_line_is_reported_with_its_number_and_the_rest_runs(tmp_path: Path) -> None:

@@ -18,12 +18,23 @@ class ArtpipeError(Exception):
 
 
 class ManifestError(ArtpipeError):
-    """A manifest line (or the whole file) cannot be used."""
+    """A manifest line (or the whole file) cannot be used.
 
-    def __init__(self, message: str, line: int | None = None, path: str | None = None) -> None:
-        super().__init__(message, line, path)
+    ``item`` is the line's id when one could be read, so the report row of a
+    rejected line still says which item it was.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        line: int | None = None,
+        path: str | None = None,
+        item: str | None = None,
+    ) -> None:
+        super().__init__(message, line, path, item)
         self.line = line
         self.path = path
+        self.item = item
 
     def __str__(self) -> str:
         where = ""

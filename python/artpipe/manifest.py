@@ -6,6 +6,13 @@ runaway line cannot make us buffer gigabytes. A bad line is handed to
 ``on_error`` and skipped; the rest of the manifest still runs. Only a manifest
 that cannot be opened at all stops the run.
 
+Validation is as narrow as the fault. A line is rejected whole only when the
+item itself cannot be understood: not JSON, not an object, no usable
+id/type/path, an unsafe path, a season without its number. A bad URL, an
+unknown art key or art the content type cannot have fails only that slot: it
+becomes a ``SlotProblem`` on the Item (a ``failed`` report row), and the item's
+other art still runs. One ``javascript:`` URL must not cost a movie its poster.
+
 ``parse_item`` is the one validator: the CLI (through ``iter_manifest``) and the
 Python API (users passing dicts) both go through it, so both accept exactly the
 same items.
@@ -15,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from artpipe.errors import ManifestError
-from artpipe.models import ArtSlot, ArtType, ContentType, Item
+from artpipe.models import ArtSlot, ArtType, ContentType, Item, SlotProblem
 from artpipe.naming import ALLOWED_ART, path_problem
 
 __all__ = ["iter_manifest", "parse_item", "validate_url"]
@@ -28,6 +36,13 @@ __all__ = ["iter_manifest", "parse_item", "validate_url"]
 _TYPES = ", ".join(t.value for t in ContentType)
 _ARTS = ", ".join(a.value for a in ArtType)
 _CHUNK = 1 << 16
+_URL_SHOWN = 2048  # a bad URL is echoed in the report up to this many characters
+# The id of a line that is not valid JSON, best effort, for its report row.
+_ID_IN_TEXT = re.compile(r'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+
+
+class _BadSlot(Exception):
+    """One art value or entry that cannot be used; becomes a SlotProblem."""
 
 
 def iter_manifest(
@@ -76,9 +91,9 @@ def _items(
     on_error: Callable[[ManifestError], None] | None,
     max_line_bytes: int,
 ) -> Iterator[Item]:
-    def report(message: str, line: int) -> None:
+    def report(message: str, line: int, item: str | None = None) -> None:
         if on_error is not None:
-            on_error(ManifestError(message, line=line, path=where))
+            on_error(ManifestError(message, line=line, path=where, item=item))
 
     with handle:
         number = 0
@@ -116,7 +131,8 @@ def _items(
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                report(f"invalid JSON ({exc.msg} at column {exc.colno}); fix the line", number)
+                report(f"invalid JSON ({exc.msg} at column {exc.colno}); fix the line", number,
+                       _id_in_text(text))
                 continue
             except RecursionError:
                 report("JSON is nested too deeply; an item is one flat object", number)
@@ -124,7 +140,7 @@ def _items(
             try:
                 yield parse_item(obj, number)
             except ManifestError as exc:
-                report(str(exc.args[0]), number)
+                report(str(exc.args[0]), number, exc.item)
 
 
 def _skip_rest_of_line(handle: IO[bytes]) -> int:
@@ -137,16 +153,31 @@ def _skip_rest_of_line(handle: IO[bytes]) -> int:
             return skipped
 
 
+def _id_in_text(text: str) -> str | None:
+    match = _ID_IN_TEXT.search(text)
+    if match is None:
+        return None
+    try:
+        found = json.loads(f'"{match.group(1)}"')
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, str) and found.strip() else None
+
+
 def parse_item(obj: Any, line: int = 0) -> Item:
     """Validate one decoded manifest object and build its Item.
 
-    Raises ``ManifestError`` (``line`` set when non-zero) naming the field,
-    the bad value and what to write instead.
+    Raises ``ManifestError`` (``line`` set when non-zero, ``item`` set when the
+    id was readable) naming the field, the bad value and what to write instead,
+    when the item itself cannot be understood. A bad art value does not raise:
+    it becomes one of ``Item.problems``.
     """
     at = line or None
+    readable_id = obj.get("id") if isinstance(obj, dict) else None
+    known_id = readable_id if isinstance(readable_id, str) and readable_id.strip() else None
 
     def fail(message: str) -> ManifestError:
-        return ManifestError(message, line=at)
+        return ManifestError(message, line=at, item=known_id)
 
     if not isinstance(obj, dict):
         raise fail(f"an item must be a JSON object, got {_kind(obj)}")
@@ -163,18 +194,27 @@ def parse_item(obj: Any, line: int = 0) -> Item:
     if ctype is None:
         raise fail(f'"type" must be one of {_TYPES}, got {_show(raw_type)}')
 
+    title = obj.get("title")
+    if title is not None and not isinstance(title, str):
+        raise fail(f'"title" must be a string or null, got {_show(title)}')
+
     path = obj.get("path")
-    if not isinstance(path, str) or not path.strip():
+    if ctype is ContentType.MOVIESET and path is None and title and title.strip():
+        path = ""  # placed in the run's --movie-sets-folder by its title
+    elif not isinstance(path, str) or not path.strip():
+        placed = (
+            ' (a movieset may leave it out when it has a "title" and the run has '
+            "--movie-sets-folder)"
+            if ctype is ContentType.MOVIESET
+            else ""
+        )
         raise fail(
-            f'"path" must be a non-empty string relative to the library root, got {_show(path)}'
+            f'"path" must be a non-empty string relative to the library root{placed}, '
+            f"got {_show(path)}"
         )
     problem = path_problem(path)
     if problem:
         raise fail(f'"path" {problem}: {path!r}')
-
-    title = obj.get("title")
-    if title is not None and not isinstance(title, str):
-        raise fail(f'"title" must be a string or null, got {_show(title)}')
     year = obj.get("year")
     if year is not None and not _is_int(year):
         raise fail(f'"year" must be an integer or null, got {_show(year)}')
@@ -196,28 +236,38 @@ def parse_item(obj: Any, line: int = 0) -> Item:
 
     slots: list[ArtSlot] = []
     lists: set[ArtType] = set()
+    problems: list[SlotProblem] = []
     for key, value in art.items():
         try:
             kind = ArtType(key)
         except ValueError:
-            raise fail(f'unknown art type {key!r} in "art"; use one of {_ARTS}') from None
+            problems.append(SlotProblem(
+                str(key), 0, _raw_url(value),
+                f'unknown art type {key!r} in "art"; use one of {_ARTS}',
+            ))
+            continue
         if kind not in ALLOWED_ART[ctype]:
             allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[ctype])
-            raise fail(f"{_a(ctype.value)} cannot have {kind.value!r} art; it takes {allowed}")
+            problems.append(SlotProblem(
+                kind.value, 0, _raw_url(value),
+                f"{_a(ctype.value)} cannot have {kind.value!r} art; it takes {allowed}",
+            ))
+            continue
         field = f"art.{kind.value}"
         if kind.is_list:
-            lists.add(kind)
-            for index, (url, thumb) in enumerate(_list_entries(value, field, fail), start=1):
-                slots.append(ArtSlot(kind, index, url, thumb))
+            _list_art(kind, value, field, slots, lists, problems)
         elif value is None:
             slots.append(ArtSlot(kind, 0, None))
-        elif isinstance(value, list):
-            raise fail(
-                f"{field} takes one image, got a list; only extrafanart and extrathumb take lists"
-            )
         else:
-            url, thumb = _entry(value, field, fail)
-            slots.append(ArtSlot(kind, 0, url, thumb))
+            try:
+                if isinstance(value, list):
+                    raise _BadSlot(f"{field} takes one image, got a list; only extrafanart and "
+                                   "extrathumb take lists")
+                url, thumb = _entry(value, field)
+            except _BadSlot as exc:
+                problems.append(SlotProblem(kind.value, 0, _raw_url(value), str(exc)))
+            else:
+                slots.append(ArtSlot(kind, 0, url, thumb))
 
     return Item(
         id=item_id,
@@ -229,52 +279,83 @@ def parse_item(obj: Any, line: int = 0) -> Item:
         slots=tuple(slots),
         lists=frozenset(lists),
         line=line,
+        problems=tuple(problems),
     )
 
 
-def _list_entries(
-    value: Any, field: str, fail: Callable[[str], ManifestError]
-) -> list[tuple[str, str | None]]:
-    """A list art's value: null (remove all), one entry, or a list of entries."""
+def _list_art(
+    kind: ArtType,
+    value: Any,
+    field: str,
+    slots: list[ArtSlot],
+    lists: set[ArtType],
+    problems: list[SlotProblem],
+) -> None:
+    """A list art's value: null (remove all), one entry, or a list of entries.
+
+    A bad entry fails that entry (its number keeps its place, so entry 3 is
+    still ``fanart3``); a value that is no list at all fails the list as a whole
+    (index 0) and leaves its files alone.
+    """
     if value is None:
-        return []
+        lists.add(kind)
+        return
     if not isinstance(value, list):
-        return [_entry(value, field, fail)]
-    out = []
+        try:
+            url, thumb = _entry(value, field)
+        except _BadSlot as exc:
+            problems.append(SlotProblem(kind.value, 0, _raw_url(value), str(exc)))
+            return
+        lists.add(kind)
+        slots.append(ArtSlot(kind, 1, url, thumb))
+        return
+    lists.add(kind)
     for position, entry in enumerate(value):
-        if entry is None:
-            raise fail(
-                f"{field}[{position}] is null; list entries are URLs (null for the whole list "
-                "removes all its files)"
-            )
-        out.append(_entry(entry, f"{field}[{position}]", fail))
-    return out
+        index = position + 1
+        try:
+            if entry is None:
+                raise _BadSlot(
+                    f"{field}[{position}] is null; list entries are URLs (null for the whole "
+                    "list removes all its files)"
+                )
+            url, thumb = _entry(entry, f"{field}[{position}]")
+        except _BadSlot as exc:
+            problems.append(SlotProblem(kind.value, index, _raw_url(entry), str(exc)))
+        else:
+            slots.append(ArtSlot(kind, index, url, thumb))
 
 
-def _entry(value: Any, field: str, fail: Callable[[str], ManifestError]) -> tuple[str, str | None]:
+def _raw_url(value: Any) -> str | None:
+    """The URL as written, for the failed row (never fetched)."""
+    if isinstance(value, dict):
+        value = value.get("url")
+    return value[:_URL_SHOWN] if isinstance(value, str) else None
+
+
+def _entry(value: Any, field: str) -> tuple[str, str | None]:
     """A URL string or {"url": ..., "thumb"?: ...}."""
     if isinstance(value, str):
-        return _url(value, field, fail), None
+        return _url(value, field), None
     if isinstance(value, dict):
         extra = sorted(set(value) - {"url", "thumb"})
         if extra:
-            raise fail(f'{field} has unknown keys {extra}; it takes "url" and optional "thumb"')
+            raise _BadSlot(f'{field} has unknown keys {extra}; it takes "url" and optional "thumb"')
         url = value.get("url")
         if not isinstance(url, str):
-            raise fail(f"{field}.url must be a URL string, got {_show(url)}")
+            raise _BadSlot(f"{field}.url must be a URL string, got {_show(url)}")
         thumb = value.get("thumb")
         if thumb is not None:
             if not isinstance(thumb, str):
-                raise fail(f"{field}.thumb must be a URL string or null, got {_show(thumb)}")
-            thumb = _url(thumb, f"{field}.thumb", fail)
-        return _url(url, f"{field}.url", fail), thumb
-    raise fail(f'{field} must be a URL string, {{"url", "thumb"}} or null, got {_show(value)}')
+                raise _BadSlot(f"{field}.thumb must be a URL string or null, got {_show(thumb)}")
+            thumb = _url(thumb, f"{field}.thumb")
+        return _url(url, f"{field}.url"), thumb
+    raise _BadSlot(f'{field} must be a URL string, {{"url", "thumb"}} or null, got {_show(value)}')
 
 
-def _url(url: str, field: str, fail: Callable[[str], ManifestError]) -> str:
+def _url(url: str, field: str) -> str:
     problem = validate_url(url)
     if problem:
-        raise fail(f"{field} {problem}: {url[:200]!r}")
+        raise _BadSlot(f"{field} {problem}: {url[:200]!r}")
     return url
 
 

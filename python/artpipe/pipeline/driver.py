@@ -160,7 +160,7 @@ class StoreSink:
         _count_error(self.stats.errors, str(error))
         self.metrics.count("manifest.bad_lines")
         if self.report is not None:
-            row = {"item": None, "type": None, "art": None, "index": None, "url": None,
+            row = {"item": error.item, "type": None, "art": None, "index": None, "url": None,
                    "status": SlotStatus.FAILED.value, "path": None, "width": None,
                    "height": None, "bytes": None, "error": str(error)}
             self.report.write(json.dumps(row) + "\n")

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from artpipe.cache import Cache, normalize_url
 from artpipe.errors import ArtpipeError, DecodeError, FetchError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
 from artpipe.metrics import Metrics
-from artpipe.models import ArtSlot, ArtType, Item, SlotStatus
+from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
 from artpipe.store import ArtworkRow
 
@@ -92,6 +92,7 @@ class ItemSettings:
     originals: bool = False
     refresh: bool = False
     quality: int = 90
+    layout: Layout = field(default_factory=Layout)  # extrafanart style, movie sets folder
 
 
 RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
@@ -211,12 +212,15 @@ class ItemRunner:
             facts = StoreFacts(self.rows_for(item.id), self.cache)
             try:
                 item_plan = await asyncio.to_thread(
-                    planner.plan_item, item, self.library, facts, refresh=self.settings.refresh
+                    planner.plan_item, item, self.library, facts, refresh=self.settings.refresh,
+                    layout=self.settings.layout,
                 )
             except OSError as exc:
                 return failed_outcome(
                     item, f"cannot read {exc.filename or 'its folder'}: {exc.strerror or exc}")
-            results = [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
+            # slots the manifest gave but that failed validation: reported, never planned
+            results = [_problem(item, p) for p in item.problems]
+            results += [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
             with self.metrics.timer("item.download", track="items"):
                 loaded = await asyncio.gather(
                     *(self._load(p, facts) for p in item_plan.slots)
@@ -416,10 +420,21 @@ def _failed(item: Item, slot: ArtSlot, path: str | None, reason: str) -> SlotRes
                    reason=reason)
 
 
+def _problem(item: Item, problem: SlotProblem) -> SlotResult:
+    """A slot that failed manifest validation (bad URL, art the type cannot have)."""
+    what = problem.art if not problem.index else f"{problem.art} #{problem.index}"
+    return SlotResult(
+        item=item.id, type=item.type.value, art=problem.art, index=problem.index,
+        url=problem.url, status=SlotStatus.FAILED, path=None,
+        error=f'"{item.label}" {what}: {problem.error}; any existing file was kept',
+        reason=problem.error,
+    )
+
+
 def failed_outcome(item: Item, reason: str) -> ItemOutcome:
     """Every slot of ``item`` failed for one ``reason`` (an unreadable folder, a lost shard)."""
-    return ItemOutcome(item, tuple(_failed(item, slot, None, reason)
-                                   for slot in item.slots))
+    return ItemOutcome(item, tuple(_failed(item, slot, None, reason) for slot in item.slots)
+                       + tuple(_problem(item, p) for p in item.problems))
 
 
 def _slot_error(item: Item, slot: ArtSlot, error: str) -> str:
