@@ -222,6 +222,12 @@ def main() -> None:
               help="With dask://: manifest items per shard sent to a worker.")
 @click.option("--shard-retries", type=click.IntRange(0), default=3, show_default=True,
               help="With dask://: times Dask retries a failed or lost shard.")
+@click.option("--extrafanart-style", "extrafanart", type=click.Choice(["kodi", "folder"]),
+              default="kodi", show_default=True,
+              help="kodi: <stem>-fanartN.jpg (what Kodi reads); folder: extrafanart/fanartN.jpg.")
+@click.option("--movie-sets-folder", metavar="DIR",
+              help="Kodi's movie set information folder, relative to the library: a movieset "
+                   "without a path goes to DIR/<title>/.")
 @click.option("--html", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the run report page here [default: LIBRARY/.artpipe/report.html; "
                    "report, metrics and trace then default to that folder too].")

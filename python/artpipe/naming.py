@@ -81,7 +81,7 @@ PICTURE_EXTENSIONS = frozenset(
 # (xbmc/FileItem.cpp), the folder above VIDEO_TS/BDMV, under plain names.
 _DISC_FILES = frozenset({"video_ts.ifo", "index.bdmv", "movieobject.bdmv", "index.bdm",
                          "movieobj.bdm"})
-_VTS_IFO = re.compile(r"vts_..?_0\.ifo", re.IGNORECASE)
+_VTS_IFO = re.compile(r"vts_.._0\.ifo", re.IGNORECASE)  # 12 characters, as Kodi checks
 _DISC_FOLDERS = frozenset({"video_ts", "bdmv"})
 
 # Kodi's default video stacking expressions (xbmc/xbmc

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Final, TypedDict
 
 from artpipe.cache import DEFAULT_MAX_BYTES
-from artpipe.fetch import FetchLimits
+from artpipe.errors import ArtpipeError
+from artpipe.fetch import DEFAULT_LIMITS, FetchLimits
+from artpipe.models import ExtrafanartStyle, Layout
+from artpipe.naming import path_problem
 from artpipe.pipeline.runner import ItemSettings
 
-_LIMITS: Final = FetchLimits()
-DEFAULT_CONCURRENCY: Final = _LIMITS.concurrency
-DEFAULT_PER_HOST: Final = _LIMITS.per_host
+DEFAULT_CONCURRENCY: Final = DEFAULT_LIMITS.concurrency
+DEFAULT_PER_HOST: Final = DEFAULT_LIMITS.per_host
 DEFAULT_EXECUTOR: Final = "thread"
 DEFAULT_QUALITY: Final = ItemSettings().quality
 DEFAULT_BATCH_SIZE: Final = 64
@@ -53,16 +55,37 @@ class RunOptions:
     resolve: Mapping[str, tuple[str, int]] | None = None
     shard_size: int = DEFAULT_SHARD_SIZE
     shard_retries: int = DEFAULT_SHARD_RETRIES
+    extrafanart: str = ExtrafanartStyle.KODI.value
+    movie_sets_folder: str | None = None
 
     def fetch_limits(self) -> FetchLimits:
         """``limits`` (or the defaults) with this run's concurrency and per-host limit."""
-        return replace(self.limits or _LIMITS, concurrency=self.concurrency,
+        return replace(self.limits or DEFAULT_LIMITS, concurrency=self.concurrency,
                        per_host=self.per_host)
 
     def item_settings(self) -> ItemSettings:
         """What every item runner of this run shares."""
         return ItemSettings(originals=self.originals, refresh=self.refresh,
-                            quality=self.quality)
+                            quality=self.quality, layout=self.layout())
+
+    def layout(self) -> Layout:
+        """The naming choices (docs/kodi.md); a bad one stops the run before it starts."""
+        try:
+            style = ExtrafanartStyle(self.extrafanart)
+        except ValueError:
+            choices = ", ".join(s.value for s in ExtrafanartStyle)
+            raise ArtpipeError(
+                f"unknown extrafanart style {self.extrafanart!r}; use one of {choices}"
+            ) from None
+        folder = self.movie_sets_folder
+        if folder is not None:
+            problem = path_problem(folder) or (None if folder.strip() else "is empty")
+            if problem:
+                raise ArtpipeError(
+                    f"movie sets folder {problem}: {folder!r}; give a folder inside the "
+                    "library, relative to it (e.g. 'Movie Sets')"
+                )
+        return Layout(extrafanart=style, movie_sets_folder=folder)
 
     def cache_root(self, library: Path) -> Path:
         """Where originals are cached: ``cache_dir``, else ``<library>/.artpipe/cache``."""
@@ -99,3 +122,5 @@ class RunOptionsArgs(TypedDict, total=False):
     resolve: Mapping[str, tuple[str, int]] | None
     shard_size: int
     shard_retries: int
+    extrafanart: str
+    movie_sets_folder: str | None
