@@ -642,12 +642,12 @@ async def test_cancelling_a_fetch_leaves_nothing_behind(srv: ImageServer) -> Non
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.sleep(0.05)
-        assert fetcher._flights == {}
+        assert fetcher.downloads_in_flight() == 0
         assert srv.in_flight == 0, "the connection was closed, the server handler ended"
         # Every slot came back: the full concurrency is available again.
         await asyncio.gather(*(fetcher.fetch(srv.url(f"/{i}.jpg")) for i in range(4)))
         assert srv.max_in_flight <= 2
-        assert fetcher._global._value == 2
+        assert fetcher.free_slots() == 2
 
 
 async def _coalesced(fetcher: Fetcher, srv: ImageServer, n: int) -> list[asyncio.Task[object]]:
@@ -679,7 +679,7 @@ async def test_cancelling_the_first_caller_hands_the_download_over(srv: ImageSer
         leader.cancel()
         result = await joiner
         assert leader.cancelled()
-        assert fetcher._flights == {}
+        assert fetcher.downloads_in_flight() == 0
     assert result.data == data  # type: ignore[attr-defined]
     assert srv.hits("/p.jpg") == 2, "the joiner's download started afresh"
 
@@ -695,7 +695,7 @@ async def test_cancelling_every_caller_stops_the_download(srv: ImageServer) -> N
         await asyncio.gather(*tasks, return_exceptions=True)
         assert all(t.cancelled() for t in tasks)
         await asyncio.sleep(0.05)
-        assert fetcher._flights == {}
+        assert fetcher.downloads_in_flight() == 0
         assert srv.in_flight == 0, "no request is left running"
 
 
@@ -710,7 +710,7 @@ async def test_closing_the_fetcher_ends_running_fetches(srv: ImageServer) -> Non
     with pytest.raises(FetchError, match="closed"):
         async with asyncio.timeout(20):  # did not hang until the read timeout
             await task
-    assert fetcher._flights == {}
+    assert fetcher.downloads_in_flight() == 0
 
 
 def test_limits_are_validated() -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 from artpipe.errors import FetchError, FetchTimeoutError, HTTPStatusError, NotAnImageError
-from artpipe.fetch import Fetcher, FetchLimits, FetchResult, _Inflater, _TooLarge
+from artpipe.fetch import Fetcher, FetchLimits, FetchResult
+from artpipe.fetch.body import Inflater, TooLarge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -147,13 +148,13 @@ def test_bounded_inflate_returns_the_body_or_stops_at_the_cap(
     data: bytes, cap: int, gz: bool
 ) -> None:
     body = gzip.compress(data) if gz else zlib.compress(data)
-    inflater = _Inflater(cap, "gzip" if gz else "deflate")
+    inflater = Inflater(cap, "gzip" if gz else "deflate")
     out: list[bytes] = []
     try:
         for i in range(0, len(body), 7):
             inflater.feed(body[i : i + 7], out)
         inflater.finish(out)
-    except _TooLarge:
+    except TooLarge:
         assert len(data) > cap
         assert sum(map(len, out)) <= cap
     else:

@@ -1,0 +1,40 @@
+"""The async HTTP client: one aiohttp session per run, with limits that hold.
+
+Media sites rate-limit (429/503 with Retry-After), CDNs stall, and scraped
+URLs point at anything. ``Fetcher`` is the only code in artpipe that talks
+HTTP, and it enforces every download limit of the contracts in
+ARCHITECTURE.md. One module per layer, from the outside in:
+
+- ``client``: ``Fetcher`` — the session's lifecycle, single-flight (concurrent
+  fetches of one URL with the same validators share one request), the
+  attempt loop, redirects followed by hand, ``FetchResult``; ``SAVE_PHASE``
+  counts any request made while the save step runs (``http.requests_in_save``).
+- ``limits``: ``FetchLimits``; per-host admission (``HostGate``: a host slot,
+  then a global slot, in front of aiohttp's connector, so waiting for a slot
+  never counts against a request's timeouts) and ``HostStats``.
+- ``retry``: which failures are retried (connection errors, timeouts, 5xx,
+  408, 429), capped exponential backoff with full jitter, Retry-After — which
+  slows the whole host down, not only the request that saw it.
+- ``body``: the body read with a running byte cap, gzip/deflate inflated with
+  a bounded output size (a gzip bomb costs at most ``max_bytes``), and the
+  magic-byte check that rejects an HTML error page served as image/jpeg.
+- ``messages``: the one shape of a "could not fetch …" message.
+"""
+
+from __future__ import annotations
+
+from artpipe.fetch.body import sniff_image
+from artpipe.fetch.client import SAVE_PHASE, Fetcher, FetchResult
+from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostStats
+from artpipe.fetch.retry import parse_retry_after
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SAVE_PHASE",
+    "FetchLimits",
+    "FetchResult",
+    "Fetcher",
+    "HostStats",
+    "parse_retry_after",
+    "sniff_image",
+]
