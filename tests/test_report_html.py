@@ -32,7 +32,7 @@ from artpipe.fetch import FetchLimits
 from artpipe.report_html import failure_reason, in_flight
 
 from tests.support.browser import Browser
-from tests.support.server import Body, ImageServer, Stall, Status
+from tests.support.server import Body, ImageServer, Stall, Status, ThreadedImageServer
 
 HOSTILE_TITLE = 'Broken </script><script>document.title="pwned"</script><b>bold</b>'
 GOOD_ITEMS = 55  # more than one page of cards (48)
@@ -282,6 +282,68 @@ async def test_rebuilt_page_elsewhere_still_finds_its_thumbnails(
         tiles = await _all_sheet_pages(browser)
         assert sum(1 for _, status, _ in tiles if status == "saved") == 2 * GOOD_ITEMS + 1
         assert browser.problems() == []
+
+
+# -- the command line -----------------------------------------------------------
+
+
+def _one_movie(tmp_path: Path, url: str) -> Path:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "tt1", "type": "movie", "title": "One", "year": 2001,
+                                    "path": "One (2001)/One (2001).mkv",
+                                    "art": {"poster": url}}) + "\n")
+    return manifest
+
+
+def test_run_writes_the_page_and_its_files_by_default(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    with ThreadedImageServer() as srv:
+        srv.add_image("/p.jpg")
+        manifest = _one_movie(tmp_path, srv.url("/p.jpg"))
+        proc = subprocess.run([sys.executable, "-m", "artpipe", "run", str(manifest),
+                               "--library", str(library)], capture_output=True, text=True,
+                              timeout=120, check=False, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    state = library / ".artpipe"
+    assert f"page:     {state / 'report.html'}" in proc.stdout
+    for name in ("report.html", "report.jsonl", "metrics.json", "trace.json",
+                 "report/run.json"):
+        assert (state / name).is_file(), name
+    facts = report_html.RunFacts.load(library)
+    assert facts is not None
+    assert facts.command.startswith("artpipe run ") and facts.exit_code == 0
+    assert facts.slots["saved"] == 1 and facts.counters["http.requests"] == 1
+    assert len(list((state / "report" / "thumbs").glob("*.jpg"))) == 1
+
+
+def test_run_html_elsewhere_and_no_html(tmp_path: Path) -> None:
+    with ThreadedImageServer() as srv:
+        srv.add_image("/p.jpg")
+        manifest = _one_movie(tmp_path, srv.url("/p.jpg"))
+        for flag in ("--html", "--no-html"):
+            library = tmp_path / flag.strip("-")
+            library.mkdir()
+            page = tmp_path / f"{flag.strip('-')}.html"
+            extra = [flag, str(page)] if flag == "--html" else [flag]
+            proc = subprocess.run([sys.executable, "-m", "artpipe", "run", str(manifest),
+                                   "--library", str(library), "--quiet", *extra],
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert proc.returncode == 0, proc.stderr
+            assert page.is_file() == (flag == "--html")
+            assert not (library / ".artpipe" / "report.html").exists()
+            assert (library / ".artpipe" / "report.jsonl").exists() == (flag == "--html")
+
+
+def test_run_html_in_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "artpipe", "run", str(manifest), "--library",
+                           str(tmp_path), "--html", str(tmp_path / "no" / "r.html")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "--html" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # -- the page as data -----------------------------------------------------------

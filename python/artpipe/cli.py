@@ -277,6 +277,10 @@ def _write_page(report: Any, html: Path, quiet: bool) -> None:
     command = shlex.join(["artpipe", *sys.argv[1:]])
     try:
         built = report_html.write_after_run(report, html, command)
+    except KeyboardInterrupt:
+        err_console.print("interrupted while writing the report page; the run itself is "
+                          "complete — `artpipe report LIBRARY` writes the page")
+        sys.exit(130)
     except ArtpipeError as exc:
         _fail(str(exc))
     if not quiet:
