@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 from artpipe import errors, pipeline
-from artpipe.errors import ArtpipeError, DecodeError
+from artpipe.errors import ArtpipeError, DecodeError, StoreError
 from artpipe.fetch import FetchLimits
 from artpipe.models import ArtSlot, ArtType, ContentType, ImageInfo, Item, SavedImage, SlotStatus
 from artpipe.pipeline import ItemOutcome, ItemSettings, SlotResult, cluster
 from artpipe.pipeline.cluster import ShardResult, ShardTask, run_shard
 from artpipe.save import SaveJob, SaveOutcome, save_one
-from artpipe.store import ArtworkRow, StoreError
+from artpipe.store import ArtworkRow
 
 from tests.support.server import ImageServer, make_image
 

@@ -21,6 +21,7 @@ from artpipe.errors import (
     InternalError,
     ManifestError,
     SaveError,
+    StoreError,
     UnsafePathError,
     UnsupportedFormatError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ManifestError",
     "SaveError",
     "SavedImage",
+    "StoreError",
     "UnsafePathError",
     "UnsupportedFormatError",
     "__version__",

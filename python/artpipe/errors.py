@@ -128,6 +128,10 @@ class SaveError(ArtpipeError, OSError):
         return str(self.strerror if self.strerror is not None else self.args[0])
 
 
+class StoreError(ArtpipeError):
+    """The database cannot be opened or written (locked, corrupt, unwritable)."""
+
+
 class InternalError(ArtpipeError):
     """A bug in artpipe (a Rust panic caught at the boundary); please report it."""
 
@@ -149,6 +153,7 @@ __all__ = [
     "RedirectError",
     "ResponseTooLargeError",
     "SaveError",
+    "StoreError",
     "UnsafePathError",
     "UnsupportedFormatError",
 ]

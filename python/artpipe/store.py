@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from artpipe.errors import ArtpipeError
+from artpipe.errors import StoreError
 
 SCHEMA_VERSION = 1
 
@@ -58,10 +58,6 @@ _COLUMNS = (
     "etag", "last_modified", "status", "error", "updated_at",
 )
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
-
-
-class StoreError(ArtpipeError):
-    """The database cannot be opened or written (locked, corrupt, unwritable)."""
 
 
 @dataclass(frozen=True, slots=True)
