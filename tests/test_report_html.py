@@ -214,6 +214,9 @@ async def test_failed_run_page_matches_its_report(failed_library: Path) -> None:
             ".textContent") == str(requests)
         assert await browser.eval(
             "Number(document.getElementById('timeline').dataset.requests)") == requests
+        # each throttled answer (429 twice) is a mark on the timeline
+        assert await browser.eval("document.querySelectorAll('#timeline .throttle').length") \
+            == metrics["counters"]["http.429"] == 2
         assert browser.problems() == []
 
 

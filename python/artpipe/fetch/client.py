@@ -442,6 +442,9 @@ class Fetcher:
                     self.metrics.count("http.bytes", wire)
                     self.metrics.record("fetch.web", elapsed_ms, start_ns=start_ns, track="fetch")
                     self.metrics.record(f"host.{host}.fetch", elapsed_ms)
+                    if status in THROTTLE_STATUSES:  # when a host pushed back, for the
+                        self.metrics.record("fetch.throttled", elapsed_ms,  # report's timeline
+                                            start_ns=start_ns, track="fetch")
         finally:
             self._gate.release(slot)
 
