@@ -65,7 +65,9 @@ select, button { padding:4px 8px; }
   padding:6px; box-shadow:0 2px 8px rgba(0,0,0,.15); word-break:break-word; }
 details.group { border-top:1px solid var(--line); padding:6px 0; }
 details.group summary { cursor:pointer; font-weight:600; }
-.fails { width:100%; margin-top:6px; font-size:12px; }
+.fails { width:100%; margin-top:6px; font-size:12px; table-layout:fixed; }
+.fails th:nth-child(1) { width:18%; } .fails th:nth-child(2) { width:9%; }
+.fails th:nth-child(3) { width:25%; }
 .fails td.error { word-break:break-word; } .fails td.url { word-break:break-all; }
 .timeline { width:100%; max-width:900px; height:auto; display:block; }
 .timeline .area { fill:#9cc3ee; stroke:#2f6db5; stroke-width:1; }
