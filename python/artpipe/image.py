@@ -12,7 +12,7 @@ at once and from a spawn-context process pool; arguments and results pickle.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from artpipe import _core
 from artpipe.models import ImageInfo, SavedImage
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "TEMP_SUFFIX",
     "BytesLike",
     "OutputFormat",
     "decode",
@@ -36,8 +37,11 @@ OutputFormat = Literal["jpeg", "png"]
 BytesLike = bytes | bytearray | memoryview
 """What the image functions accept as image data (anything else is a TypeError)."""
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS: Final = _core.MAX_PIXELS
 """Images whose header declares more pixels are refused before decoding (ImageTooLargeError)."""
+
+TEMP_SUFFIX: Final = _core.TEMP_SUFFIX
+"""``write_image`` writes ``.<name>.<random>`` + this suffix beside the target, then renames."""
 
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1

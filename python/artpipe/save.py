@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 
 from artpipe.errors import ArtpipeError, SaveError
-from artpipe.image import write_image
+from artpipe.image import TEMP_SUFFIX, write_image
 from artpipe.models import SavedImage
 
-TEMP_SUFFIX = ".artpipe-tmp"
+__all__ = ["TEMP_SUFFIX", "SaveJob", "SaveOutcome", "remove_file", "save_one", "sweep_temp_files"]
 
 
 @dataclass(frozen=True, slots=True)
