@@ -144,7 +144,7 @@ class Built:
     thumbs_failed: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     item: str | None
     type: str
@@ -157,7 +157,7 @@ class _Slot:
     thumb: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     id: str
     type: str
@@ -206,7 +206,13 @@ def build(library: str | os.PathLike[str], *, out: str | os.PathLike[str] | None
         )
     items, bad = _group(slots)
     thumbs = report_dir(root) / "thumbs"
-    made, failed = _make_thumbs(items, hashes, thumbs, workers)
+    try:
+        made, failed = _make_thumbs(items, hashes, thumbs, workers)
+    except OSError as exc:
+        raise ArtpipeError(
+            f"cannot write the report's thumbnails in {thumbs}: {exc.strerror or exc}; "
+            "check that the library's .artpipe folder is writable"
+        ) from exc
     html_path = Path(out) if out is not None else default_html_path(root)
     html_path = Path(os.path.abspath(html_path))
     page = _page(root, html_path, thumbs, items, bad, titles, facts, source)
