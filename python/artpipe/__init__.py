@@ -7,9 +7,10 @@ Public API: ``probe``, ``render``, ``write_image``, ``decode`` (Rust core) and
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
-from typing import Any
+from typing import TYPE_CHECKING, Unpack
 
 from artpipe import _core
 from artpipe.errors import (
@@ -28,6 +29,9 @@ from artpipe.errors import (
 from artpipe.image import decode, probe, render, write_image
 from artpipe.models import ImageInfo, SavedImage
 
+if TYPE_CHECKING:  # the engine (and aiohttp) load on the first run, not on import
+    from artpipe.pipeline import Items, ProgressCallback, RunOptionsArgs, RunReport
+
 try:
     __version__ = _dist_version("artpipe")
 except PackageNotFoundError:  # a source tree on sys.path, never installed
@@ -42,11 +46,17 @@ if _core.__version__ != __version__:
     )
 
 
-async def run(items: Any, library: Any, **options: Any) -> Any:
+async def run(
+    items: Items,
+    library: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    **options: Unpack[RunOptionsArgs],
+) -> RunReport:
     """Run the pipeline over ``items`` into ``library``; see ``artpipe.pipeline.run``."""
     from artpipe import pipeline
 
-    return await pipeline.run(items, library, **options)
+    return await pipeline.run(items, library, progress=progress, **options)
 
 
 __all__ = [

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -23,6 +23,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -31,6 +32,10 @@ from rich.table import Table
 
 from artpipe.errors import ArtpipeError
 from artpipe.models import SlotStatus
+from artpipe.pipeline import options as defaults
+
+if TYPE_CHECKING:
+    from artpipe.pipeline import ItemOutcome, RunReport, RunStats
 
 EXIT_OK, EXIT_FAILED_SLOTS, EXIT_USAGE = 0, 1, 2
 
@@ -62,7 +67,7 @@ class _Display:
         self.live = console.is_terminal and not quiet
         self._last_plain = 0.0
         self._progress: Progress | None = None
-        self._task: Any = None
+        self._task: TaskID | None = None
         self.hosts: Callable[[], dict[str, Any]] | None = None
 
     @contextmanager
@@ -85,7 +90,7 @@ class _Display:
         with self._progress:
             yield self
 
-    def update(self, stats: Any, _outcome: Any) -> None:
+    def update(self, stats: RunStats, _outcome: ItemOutcome | None) -> None:
         if self.quiet:
             return
         slots = stats.slots
@@ -97,7 +102,7 @@ class _Display:
             f"removed {slots['removed']} · failed {slots['failed'] + stats.bad_lines} · "
             f"{stats.bytes_written / 1e6:.1f} MB ({rate:.1f} MB/s){per_host}"
         )
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=stats.items_done, total=self.total,
                                   detail=detail)
             return
@@ -108,7 +113,7 @@ class _Display:
             self.console.print(f"items {stats.items_done}{of} · {detail}", highlight=False)
 
 
-def _summary(console: Console, report: Any) -> None:
+def _summary(console: Console, report: RunReport) -> None:
     stats = report.stats
     table = Table(title="artpipe run", show_header=True, header_style="bold")
     table.add_column("status")
@@ -144,8 +149,8 @@ def _summary(console: Console, report: Any) -> None:
             console.print(f"  {n} × {message}", highlight=False)
 
 
-def _run_engine(manifest: Any, library: Path, quiet: bool, total: int | None,
-                **options: Any) -> Any:
+def _run_engine(manifest: Path, library: Path, quiet: bool, total: int | None,
+                **options: Any) -> RunReport:
     from artpipe import pipeline
 
     console = Console()
@@ -201,11 +206,12 @@ def main() -> None:
               help="Cache of downloaded originals [default: LIBRARY/.artpipe/cache].")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="SQLite store [default: LIBRARY/.artpipe/artpipe.db].")
-@click.option("--concurrency", default=32, show_default=True,
+@click.option("--concurrency", default=defaults.DEFAULT_CONCURRENCY, show_default=True,
               type=click.IntRange(1, 1024), help="Downloads in flight, all hosts together.")
-@click.option("--per-host", default=8, show_default=True, type=click.IntRange(1, 256),
+@click.option("--per-host", default=defaults.DEFAULT_PER_HOST, show_default=True,
+              type=click.IntRange(1, 256),
               help="Downloads in flight to one host.")
-@click.option("--executor", default="thread", show_default=True,
+@click.option("--executor", default=defaults.DEFAULT_EXECUTOR, show_default=True,
               help="Where images render: thread, process, or dask://HOST:PORT.")
 @click.option("--workers", type=click.IntRange(1, 512),
               help="Render workers [default: one per CPU core].")
@@ -218,9 +224,11 @@ def main() -> None:
               help="Write timers and counters (JSON) here.")
 @click.option("--trace", type=click.Path(path_type=Path, dir_okay=False),
               help="Write a Chrome trace (open in Perfetto) here.")
-@click.option("--shard-size", type=click.IntRange(1), default=2000, show_default=True,
+@click.option("--shard-size", type=click.IntRange(1), default=defaults.DEFAULT_SHARD_SIZE,
+              show_default=True,
               help="With dask://: manifest items per shard sent to a worker.")
-@click.option("--shard-retries", type=click.IntRange(0), default=3, show_default=True,
+@click.option("--shard-retries", type=click.IntRange(0),
+              default=defaults.DEFAULT_SHARD_RETRIES, show_default=True,
               help="With dask://: times Dask retries a failed or lost shard.")
 @click.option("--extrafanart-style", "extrafanart", type=click.Choice(["kodi", "folder"]),
               default="kodi", show_default=True,
@@ -268,7 +276,7 @@ def run(manifest: Path, library: Path, quiet: bool, html: Path | None, no_html: 
     sys.exit(report.exit_code)
 
 
-def _write_page(report: Any, html: Path, quiet: bool) -> None:
+def _write_page(report: RunReport, html: Path, quiet: bool) -> None:
     """The run report page, after the run: its thumbnails are rendered now."""
     import shlex
 
@@ -311,7 +319,7 @@ def demo(directory: Path, quiet: bool) -> None:
     console = Console()
     display = _Display(console, None, quiet)
 
-    async def go() -> Any:
+    async def go() -> RunReport:
         async with demo_mod.serve_demo_art() as port:
             items = demo_mod.demo_manifest(f"http://{demo_mod.DEMO_HOST}/art")
             demo_mod.write_manifest(items, manifest)
