@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -440,3 +440,104 @@ def test_a_failed_list_entry_keeps_its_existing_file(tmp_path: Path) -> None:
     shorter = {**line, "art": {"extrafanart": urls[:1]}}
     plan = plan_item(parse_item(shorter), world.library, world)
     assert [p.slot.index for p in plan.slots if isinstance(p.source, Remove)] == [2]
+
+
+# --- leftover copies: Kodi would pick either ------------------------------------------------
+
+
+def run_line(library: Path, tmp: Path, line: dict[str, Any], *options: str) -> list[dict[str, Any]]:
+    manifest = tmp / "m.jsonl"
+    report = tmp / "r.jsonl"
+    manifest.write_text(json.dumps(line) + "\n")
+    result = artpipe(
+        "run",
+        str(manifest),
+        "--library",
+        str(library),
+        "--report",
+        str(report),
+        "--quiet",
+        "--no-html",
+        *options,
+    )
+    assert result.exit_code == 0, result.output
+    return [json.loads(r) for r in report.read_text().splitlines()]
+
+
+def test_a_copy_artpipe_did_not_write_is_kept_and_named_in_a_warning(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    folder = library / "Movies/A"
+    folder.mkdir(parents=True)
+    (folder / "A-poster.png").write_bytes(b"the user's own poster")
+    (folder / "A-Fanart.JPEG").write_bytes(b"the user's own fanart")
+    with ThreadedImageServer(generate=True) as srv:
+        art = {
+            "poster": srv.url("/p.jpg"),
+            "fanart": srv.url("/f.jpg"),
+            "banner": srv.url("/b.jpg"),
+        }
+        line = {"id": "a", "type": "movie", "path": "Movies/A/A.mkv", "art": art}
+        for status in ("saved", "unchanged"):  # the warning stays until the copy is gone
+            rows = {r["art"]: r for r in run_line(library, tmp_path, line)}
+            assert {r["status"] for r in rows.values()} == {status}
+            assert "A-poster.png" in rows["poster"]["warning"]
+            assert "A-Fanart.JPEG" in rows["fanart"]["warning"]
+            assert rows["banner"]["warning"] is None
+    assert (folder / "A-poster.png").read_bytes() == b"the user's own poster"
+    assert (folder / "A-Fanart.JPEG").read_bytes() == b"the user's own fanart"
+    assert (folder / "A-poster.jpg").is_file()
+
+
+def test_a_copy_artpipe_recorded_elsewhere_is_replaced_cleanly(tmp_path: Path) -> None:
+    """The store says artpipe wrote this slot as A-poster.png: the new .jpg replaces it."""
+    from artpipe.store import Store, default_db_path
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    with ThreadedImageServer(generate=True) as srv:
+        line = {
+            "id": "a",
+            "type": "movie",
+            "path": "Movies/A/A.mkv",
+            "art": {"poster": srv.url("/p.jpg")},
+        }
+        run_line(library, tmp_path, line)
+        jpg = library / "Movies/A/A-poster.jpg"
+        png = jpg.with_suffix(".png")
+        jpg.rename(png)  # as an older artpipe (or format) would have left it
+        with Store(default_db_path(library)) as store, store.batch():
+            (row,) = store.all_artwork()
+            store.upsert_artwork(replace(row, path=str(png)))
+        hits = srv.hits()
+        (row,) = run_line(library, tmp_path, line)
+        assert srv.hits() == hits  # the original came from the cache
+    assert row["status"] == "saved" and row["warning"] is None
+    assert jpg.is_file() and not png.exists()
+
+
+def test_switching_the_extrafanart_style_moves_the_files(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    movie = library / "Movies/A"
+    with ThreadedImageServer(generate=True) as srv:
+        line = {
+            "id": "a",
+            "type": "movie",
+            "path": "Movies/A/A.mkv",
+            "art": {"extrafanart": [srv.url("/1.jpg"), srv.url("/2.jpg")]},
+        }
+        run_line(library, tmp_path, line)
+        assert art_files(library) == ["Movies/A/A-fanart1.jpg", "Movies/A/A-fanart2.jpg"]
+        hits = srv.hits()
+        rows = run_line(library, tmp_path, line, "--extrafanart-style", "folder")
+        assert srv.hits() == hits
+        assert {r["status"] for r in rows} == {"saved"}
+        assert art_files(library) == [
+            "Movies/A/extrafanart/fanart1.jpg",
+            "Movies/A/extrafanart/fanart2.jpg",
+        ]
+        # null removes the list wherever artpipe last put it
+        rows = run_line(library, tmp_path, {**line, "art": {"extrafanart": None}})
+        assert {r["status"] for r in rows} == {"removed"}
+    assert art_files(library) == []
+    assert movie.is_dir()

@@ -162,7 +162,7 @@ class StoreSink:
         if self.report is not None:
             row = {"item": error.item, "type": None, "art": None, "index": None, "url": None,
                    "status": SlotStatus.FAILED.value, "path": None, "width": None,
-                   "height": None, "bytes": None, "error": str(error)}
+                   "height": None, "bytes": None, "error": str(error), "warning": None}
             self.report.write(json.dumps(row) + "\n")
         if self.progress is not None:
             self.progress(self.stats, None)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from artpipe import naming
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
 from artpipe.errors import ArtpipeError, DecodeError, FetchError
@@ -61,6 +62,7 @@ class SlotResult:
     last_modified: str | None = None
     passthrough: bool = False
     reason: str | None = None  # the bare error, for grouping in the summary
+    warning: str | None = None  # e.g. a rival copy Kodi may show instead
 
     def report_row(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class SlotResult:
             "height": self.height,
             "bytes": self.bytes,
             "error": self.error,
+            "warning": self.warning,
         }
 
 
@@ -127,6 +130,11 @@ class StoreFacts:
 
     def memory(self, url: str) -> bytes | None:
         return None
+
+    def recorded_path(self, art: str, index: int) -> str | None:
+        """Where artpipe last saved this slot (None if it never did)."""
+        row = self._rows.get((art, index))
+        return row.path if row is not None and row.url and row.path else None
 
     def file_exists(self, path: Path) -> bool:
         try:
@@ -228,10 +236,49 @@ class ItemRunner:
             token = SAVE_PHASE.set(True)
             try:
                 with self.metrics.timer("item.save_to_disk", track="items"):
-                    results.extend(await self._save(item, loaded))
+                    saved = await self._save(item, loaded)
+                    targets = {str(p.target) for p in item_plan.slots}
+                    results.extend(await asyncio.to_thread(self._tidy, saved, facts, targets))
             finally:
                 SAVE_PHASE.reset(token)
         return ItemOutcome(item, tuple(results))
+
+    def _tidy(self, results: list[SlotResult], facts: StoreFacts,
+              targets: set[str]) -> list[SlotResult]:
+        """Leave one copy of each art where Kodi looks, and say so when we cannot.
+
+        Kodi matches local art by name without extension, ignoring case
+        (docs/kodi.md), so a second copy beside the one just written makes the
+        image it shows depend on directory order. The copy artpipe itself
+        recorded for the slot at another path (an older layout or format) is
+        removed once the new file is in place; a file artpipe did not write is
+        never deleted, but the row carries a warning naming it.
+        """
+        out = []
+        for r in results:
+            warnings = []
+            old = facts.recorded_path(r.art, r.index)
+            moved = r.status in (SlotStatus.SAVED, SlotStatus.REMOVED)
+            if moved and old and old != r.path and old not in targets and self._inside(old):
+                try:
+                    self.metrics.count("files.replaced_old_copy", int(remove_file(old)))
+                except OSError as exc:
+                    warnings.append(f"could not remove the old copy {old} ({exc.strerror or exc}); "
+                                    "remove it so Kodi shows the new one")
+            if r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and r.path:
+                rivals = naming.leftover_copies(Path(r.path))
+                if rivals:
+                    names = ", ".join(p.name for p in rivals)
+                    warnings.append(f"Kodi may show {names} instead: another copy of this art "
+                                    "in the same folder, not written by artpipe; remove it")
+            self.metrics.count("images.warned", int(bool(warnings)))
+            out.append(replace(r, warning="; ".join(warnings)) if warnings else r)
+        return out
+
+    def _inside(self, path: str) -> bool:
+        """Only files under the library are ever removed (the store may predate a move)."""
+        root = os.path.realpath(self.library)
+        return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
 
     # -- download phase -------------------------------------------------
     async def _load(self, planned: planner.PlannedSlot, facts: StoreFacts) -> _Loaded:
