@@ -541,3 +541,21 @@ def test_switching_the_extrafanart_style_moves_the_files(tmp_path: Path) -> None
         assert {r["status"] for r in rows} == {"removed"}
     assert art_files(library) == []
     assert movie.is_dir()
+
+
+def test_the_demo_covers_a_disc_folder_a_stacked_movie_and_extrathumbs() -> None:
+    from artpipe.demo import demo_manifest
+    from artpipe.manifest import parse_item
+
+    library = Path("/demo")
+    names = set()
+    for number, obj in enumerate(demo_manifest("http://demo.test/art"), start=1):
+        item = parse_item(obj, number)
+        assert item.problems == ()
+        for slot in item.slots:
+            names.add(str(target_path(library, item, slot.art, slot.index).relative_to(library)))
+    assert "Movies/Heat (1995)/poster.jpg" in names  # VIDEO_TS/VIDEO_TS.IFO
+    assert "Movies/Solaris (1972)/Solaris (1972)-poster.jpg" in names  # -cd1.avi
+    assert "Movies/Alien (1979)/extrathumbs/thumb1.jpg" in names
+    assert "TV Shows/Orbit Station/season01-fanart1.jpg" in names
+    assert "TV Shows/Orbit Station/Season 1/Orbit Station S01E01-fanart.jpg" in names

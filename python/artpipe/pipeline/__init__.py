@@ -50,8 +50,8 @@ async def run(
     Options are the fields of ``RunOptions`` (cache_dir, db, concurrency,
     per_host, executor, workers, originals, refresh, quality, report, metrics,
     trace, limits, item_workers, batch_size, cache_bytes, resolve, shard_size,
-    shard_retries). ``executor="dask://HOST:PORT"`` (or a Dask client's
-    executor) runs on that cluster; anything else runs here.
+    shard_retries, extrafanart, movie_sets_folder). ``executor="dask://HOST:PORT"``
+    (or a Dask client's executor) runs on that cluster; anything else runs here.
     """
     opts = RunOptions(library=Path(library), **options)
     if cluster.wants_cluster(opts.executor):
