@@ -559,3 +559,24 @@ def test_the_demo_covers_a_disc_folder_a_stacked_movie_and_extrathumbs() -> None
     assert "Movies/Alien (1979)/extrathumbs/thumb1.jpg" in names
     assert "TV Shows/Orbit Station/season01-fanart1.jpg" in names
     assert "TV Shows/Orbit Station/Season 1/Orbit Station S01E01-fanart.jpg" in names
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--movie-sets-folder", "../Sets"], "'..'"),
+        (["--movie-sets-folder", "/abs/Sets"], "relative"),
+        (["--extrafanart-style", "fan"], "fan"),
+    ],
+)
+def test_a_bad_naming_option_is_a_usage_error_before_the_run(
+    tmp_path: Path, options: list[str], fragment: str
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    library = tmp_path / "lib"
+    library.mkdir()
+    result = artpipe("run", str(manifest), "--library", str(library), "--no-html", *options)
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert list(library.iterdir()) == []  # nothing created in the library

@@ -44,6 +44,7 @@ class RunOptions:
     workers: int | None = None
     originals: bool = False
     refresh: bool = False
+    keep_changed: bool = False
     quality: int = DEFAULT_QUALITY
     report: Path | None = None
     metrics: Path | None = None
@@ -58,6 +59,9 @@ class RunOptions:
     extrafanart: str = ExtrafanartStyle.KODI.value
     movie_sets_folder: str | None = None
 
+    def __post_init__(self) -> None:
+        self.layout()  # a bad naming option stops the run before anything is created
+
     def fetch_limits(self) -> FetchLimits:
         """``limits`` (or the defaults) with this run's concurrency and per-host limit."""
         return replace(self.limits or DEFAULT_LIMITS, concurrency=self.concurrency,
@@ -66,7 +70,8 @@ class RunOptions:
     def item_settings(self) -> ItemSettings:
         """What every item runner of this run shares."""
         return ItemSettings(originals=self.originals, refresh=self.refresh,
-                            quality=self.quality, layout=self.layout())
+                            quality=self.quality, layout=self.layout(),
+                            keep_changed=self.keep_changed)
 
     def layout(self) -> Layout:
         """The naming choices (docs/kodi.md); a bad one stops the run before it starts."""
@@ -111,6 +116,7 @@ class RunOptionsArgs(TypedDict, total=False):
     workers: int | None
     originals: bool
     refresh: bool
+    keep_changed: bool
     quality: int
     report: Path | None
     metrics: Path | None
