@@ -1,7 +1,7 @@
 """Memory bound of `artpipe run`: peak RSS against manifest size (a benchmark, not a test).
 
-DESIGN.md promises memory "bounded by the queue sizes, never by the manifest
-size". This runs the real CLI over manifests of increasing size (default 10,000
+docs/contracts.md promises memory "bounded by the queue sizes, never by the
+manifest". This runs the real CLI over manifests of increasing size (default 10,000
 and 100,000 movies, one tiny poster each) against the loopback image server in
 a separate process (``tests/support/server.py``: every ``.jpg`` path is a
 distinct generated JPEG), and records the artpipe process's peak RSS

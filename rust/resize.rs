@@ -1,6 +1,6 @@
 //! Geometry: fit a size into a box, resize with Lanczos3, apply EXIF orientation.
 //!
-//! The rule enforced here is DESIGN.md invariant 7: keep the aspect ratio (±1 px), never
+//! The rule enforced here is invariant 7 in docs/contracts.md: keep the aspect ratio (±1 px), never
 //! upscale, never exceed the box. Resizing uses fast_image_resize (SIMD) with premultiplied
 //! alpha for RGBA, so transparent pixels' hidden colours never bleed into visible edges.
 //! Each thread keeps its own `Resizer` (it owns reusable buffers); no lock is shared between

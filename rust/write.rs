@@ -1,5 +1,5 @@
 //! Atomic, durable writes: a saved file is either the complete old file or the complete new
-//! one, never partial (DESIGN.md invariant 5), and a failed write never damages the old file
+//! one, never partial (invariant 5 in docs/contracts.md), and a failed write never damages the old file
 //! (invariant 6).
 //!
 //! The bytes go to a temp file in the target's own directory (so the rename cannot cross a

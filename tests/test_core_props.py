@@ -1,4 +1,4 @@
-"""Properties of the image core (DESIGN.md invariant 7 and the "never crash" rule).
+"""Properties of the image core (invariant 7 in docs/contracts.md and the "never crash" rule).
 
 - resizing keeps the aspect ratio (±1 px), never upscales and never leaves the box;
 - the pixel limit refuses exactly the images above it;

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL `artpipe run` at random moments, the way SQLite tests itself.
 
-DESIGN.md invariant 5: a saved file is the complete old file or the complete
+Invariant 5 in docs/contracts.md: a saved file is the complete old file or the complete
 new one, never partial, and no temp file survives the next run — even after
 SIGKILL. The library starts from a finished run of an *old* manifest; a second
 manifest points every slot at *new* images (plus one art removed and one list
@@ -253,7 +253,7 @@ def kill_loop(tmp_path: Path, *, kills: int, movies: int, big: bool) -> None:
                     temps_seen += result.temps
 
         # After all that, the store agrees with the disk: one more run is a no-op
-        # (DESIGN invariant 4), so no kill left a row that lies about its file.
+        # (invariant 4 in docs/contracts.md), so no kill left a row that lies about its file.
         work = tmp / "work0"
         metrics = tmp / "metrics.json"
         proc = subprocess.run([*artpipe_cmd(new_manifest, work), "--metrics", str(metrics)],

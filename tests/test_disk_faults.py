@@ -1,6 +1,6 @@
 """Disk faults: a full disk, a read-only folder, odd things where a file should go.
 
-DESIGN.md invariants 6 and 8: a failed write never deletes or damages an
+Invariants 6 and 8 in docs/contracts.md: a failed write never deletes or damages an
 existing good file, and no file is ever written outside the library root.
 Each test fills a library with an *old* run, breaks one item's folder in one
 way, runs again with *new* URLs for every item, and checks what a user would:

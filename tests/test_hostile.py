@@ -45,7 +45,7 @@ from tests.support.server import (
     make_image,
 )
 
-PEAK_RSS_LIMIT_MB = 300  # DESIGN target for a whole run; the bombs alone would need GBs
+PEAK_RSS_LIMIT_MB = 300  # a whole run's bound (docs/contracts.md, Limits); the bombs alone need GBs
 HUGE_LINE_BYTES = 20 * 1024 * 1024
 GIB = 1 << 30
 

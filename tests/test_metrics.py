@@ -1,4 +1,4 @@
-"""Timers, counters and the Chrome trace: the formats DESIGN.md promises."""
+"""Timers, counters and the Chrome trace: the formats docs/contracts.md promises."""
 
 from __future__ import annotations
 

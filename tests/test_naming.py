@@ -159,7 +159,7 @@ def test_index_must_match_the_art_kind() -> None:
 
 # --- invariant 7, planning side: format, extension, size box ----------------------------
 
-DESIGN_BOXES = {
+DOCUMENTED_BOXES = {
     ArtType.POSTER: (1000, 1500),
     ArtType.FANART: (1920, 1080),
     ArtType.LANDSCAPE: (1920, 1080),
@@ -175,13 +175,13 @@ ALPHA = {ArtType.CLEARART, ArtType.CLEARLOGO, ArtType.DISCART, ArtType.CHARACTER
 
 
 @pytest.mark.parametrize("art", list(ArtType))
-def test_every_art_type_has_design_md_format_extension_and_box(art: ArtType) -> None:
+def test_every_art_type_has_its_documented_format_extension_and_box(art: ArtType) -> None:
     if art in ALPHA:
         assert (art.output_format, art.extension) == ("png", ".png")
     else:
         assert (art.output_format, art.extension) == ("jpeg", ".jpg")
-    # extra* are photo art saved like fanart: DESIGN.md gives them fanart's box
-    expected = DESIGN_BOXES.get(art, DESIGN_BOXES[ArtType.FANART])
+    # extra* are photo art saved like fanart: docs/contracts.md gives them fanart's box
+    expected = DOCUMENTED_BOXES.get(art, DOCUMENTED_BOXES[ArtType.FANART])
     assert art.default_max_size == expected
     width, height = art.default_max_size
     assert width > 0 and height > 0

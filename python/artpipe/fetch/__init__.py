@@ -2,8 +2,8 @@
 
 Media sites rate-limit (429/503 with Retry-After), CDNs stall, and scraped
 URLs point at anything. ``Fetcher`` is the only code in artpipe that talks
-HTTP, and it enforces every download limit of the contracts in
-ARCHITECTURE.md. One module per layer, from the outside in:
+HTTP, and it enforces every download limit of docs/contracts.md (invariants 2
+and 9, and the limits). One module per layer, from the outside in:
 
 - ``client``: ``Fetcher`` — the session's lifecycle, single-flight (concurrent
   fetches of one URL with the same validators share one request), the

@@ -1,7 +1,7 @@
 """``Fetcher``: the run's one aiohttp session, its attempt loop, redirects and results.
 
 Single-flight: concurrent fetches of one URL with the same validators share
-one network request (invariant 2 in ARCHITECTURE.md's contracts). Each
+one network request (invariant 2 in docs/contracts.md). Each
 attempt follows redirects by hand (so every hop holds its own slots and only
 http/https is followed); a ``Retryable`` failure waits (``retry``) and tries
 again, up to ``max_attempts``. ``SAVE_PHASE`` counts any request made while
