@@ -29,7 +29,7 @@ import pytest
 from artpipe.cli import main
 from artpipe.errors import ManifestError, UnsafePathError
 from artpipe.models import ArtType, ContentType, ExtrafanartStyle, Item, Layout
-from artpipe.naming import ALLOWED_ART, target_path
+from artpipe.naming import ALLOWED_ART, path_problem, target_path
 from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,6 +49,7 @@ class Case:
     expected: list[str]
     options: list[str] = field(default_factory=list)
     failed: int = 0
+    videos: list[str] = field(default_factory=list)  # other files already in the library
 
 
 def jpegs(*names: str) -> dict[str, Any]:
@@ -92,12 +93,24 @@ LAYOUTS = [
             "Movies/Solaris (1972)/Solaris (1972)-fanart1.jpg",
             "Movies/Solaris (1972)/Solaris (1972)-fanart2.jpg",
         ],
+        videos=[
+            "Movies/Solaris (1972)/Solaris (1972)-cd1.avi",
+            "Movies/Solaris (1972)/Solaris (1972)-cd2.avi",
+        ],
     ),
     Case(
         "stacked movie, part with a dot separator",
         {"type": "movie", "path": "Movies/Solaris/Solaris.Part.2.mkv"},
         jpegs("poster"),
         ["Movies/Solaris/Solaris-poster.jpg"],
+        videos=["Movies/Solaris/Solaris.Part.1.mkv"],
+    ),
+    Case(
+        "one part alone is no stack",
+        {"type": "movie", "path": "Movies/Hallows/Deathly Hallows Part 1 (2010).mkv"},
+        jpegs("poster"),
+        ["Movies/Hallows/Deathly Hallows Part 1 (2010)-poster.jpg"],
+        videos=["Movies/Hallows/Deathly Hallows Part 1 (2010).mkv"],
     ),
     Case(
         "extrathumbs",
@@ -202,10 +215,11 @@ def artpipe(*args: str) -> Result:
 
 
 def art_files(library: Path) -> list[str]:
+    """Every image in the library (video files and artpipe's own state left out)."""
     return sorted(
         str(p.relative_to(library))
         for p in library.rglob("*")
-        if p.is_file() and ".artpipe" not in p.parts
+        if p.is_file() and ".artpipe" not in p.parts and p.suffix in (".jpg", ".png")
     )
 
 
@@ -213,6 +227,9 @@ def art_files(library: Path) -> list[str]:
 def test_every_layout_through_artpipe_run(tmp_path: Path, case: Case) -> None:
     library = tmp_path / "lib"
     library.mkdir()
+    for video in case.videos:
+        (library / video).parent.mkdir(parents=True, exist_ok=True)
+        (library / video).write_bytes(b"")
     manifest = tmp_path / "m.jsonl"
     report = tmp_path / "r.jsonl"
     with ThreadedImageServer(generate=True) as srv:
@@ -257,32 +274,34 @@ _EXT = st.sampled_from([".mkv", ".avi", ".mp4", ".iso"])
 
 
 @st.composite
-def file_paths(draw: st.DrawFn) -> str:
-    folder = draw(_WORD)
+def file_paths(draw: st.DrawFn) -> tuple[str, str | None]:
+    """A video path, and for a stack part the next part (so Kodi would stack them)."""
+    folder = f"Movies/{draw(_WORD)}"
     kind = draw(st.sampled_from(["plain", "stacked", "dvd", "bluray"]))
     if kind == "dvd":
-        return f"Movies/{folder}/" + draw(
-            st.sampled_from(["VIDEO_TS/VIDEO_TS.IFO", "VIDEO_TS/VTS_01_0.IFO", "VIDEO_TS.IFO"])
-        )
+        disc = ["VIDEO_TS/VIDEO_TS.IFO", "VIDEO_TS/VTS_01_0.IFO", "VIDEO_TS.IFO"]
+        return f"{folder}/{draw(st.sampled_from(disc))}", None
     if kind == "bluray":
-        return f"Movies/{folder}/" + draw(
-            st.sampled_from(["BDMV/index.bdmv", "BDMV/MovieObject.bdmv"])
-        )
-    stem = draw(_WORD)
-    volume = draw(_VOLUME) if kind == "stacked" else ""
-    return f"Movies/{folder}/{stem}{volume}{draw(_EXT)}"
+        disc = ["BDMV/index.bdmv", "BDMV/MovieObject.bdmv"]
+        return f"{folder}/{draw(st.sampled_from(disc))}", None
+    stem, ext = draw(_WORD), draw(_EXT)
+    if kind == "plain":
+        return f"{folder}/{stem}{ext}", None
+    volume = draw(_VOLUME)
+    other = volume[:-1] + ("b" if volume[-1] in "abcd" else "7")
+    return f"{folder}/{stem}{volume}{ext}", f"{folder}/{stem}{other}{ext}"
 
 
 items = st.one_of(
-    st.builds(lambda p: Item("m", ContentType.MOVIE, p), file_paths()),
-    st.builds(lambda p: Item("e", ContentType.EPISODE, p), file_paths()),
+    st.builds(lambda p: (Item("m", ContentType.MOVIE, p[0]), p[1]), file_paths()),
+    st.builds(lambda p: (Item("e", ContentType.EPISODE, p[0]), p[1]), file_paths()),
     st.builds(
-        lambda s, n: Item("s", ContentType.SEASON, f"TV/{s}", season=n),
+        lambda s, n: (Item("s", ContentType.SEASON, f"TV/{s}", season=n), None),
         _WORD,
         st.integers(-1, 120),
     ),
-    st.builds(lambda s: Item("t", ContentType.TVSHOW, f"TV/{s}"), _WORD),
-    st.builds(lambda t: Item("c", ContentType.MOVIESET, "", title=t), st.text(max_size=20)),
+    st.builds(lambda s: (Item("t", ContentType.TVSHOW, f"TV/{s}"), None), _WORD),
+    st.builds(lambda t: (Item("c", ContentType.MOVIESET, "", title=t), None), st.text(max_size=20)),
 )
 layouts = st.builds(
     Layout,
@@ -291,13 +310,17 @@ layouts = st.builds(
 )
 
 
-@given(item=items, layout=layouts)
+@given(drawn=items, layout=layouts)
 def test_layout_names_stay_inside_the_root_and_never_collide(
-    tmp_path_factory: pytest.TempPathFactory, item: Item, layout: Layout
+    tmp_path_factory: pytest.TempPathFactory, drawn: tuple[Item, str | None], layout: Layout
 ) -> None:
-    library = tmp_path_factory.getbasetemp() / "lib"
-    library.mkdir(exist_ok=True)
+    item, sibling = drawn
+    library = tmp_path_factory.mktemp("lib")
     root = os.path.realpath(library)
+    if sibling is not None and path_problem(sibling) is None:
+        # the next part on disk, so the stacked title is in play
+        (library / sibling).parent.mkdir(parents=True, exist_ok=True)
+        (library / sibling).write_bytes(b"")
     targets: dict[tuple[str, str], tuple[ArtType, int]] = {}
     for art in ALLOWED_ART[item.type]:
         for index in (1, 2, 11) if art.is_list else (0,):
@@ -543,13 +566,15 @@ def test_switching_the_extrafanart_style_moves_the_files(tmp_path: Path) -> None
     assert movie.is_dir()
 
 
-def test_the_demo_covers_a_disc_folder_a_stacked_movie_and_extrathumbs() -> None:
-    from artpipe.demo import demo_manifest
+def test_the_demo_covers_a_disc_folder_a_stacked_movie_and_extrathumbs(tmp_path: Path) -> None:
+    from artpipe.demo import demo_manifest, make_library
     from artpipe.manifest import parse_item
 
-    library = Path("/demo")
+    library = tmp_path / "demo"
+    objs = demo_manifest("http://demo.test/art")
+    make_library(library, objs)
     names = set()
-    for number, obj in enumerate(demo_manifest("http://demo.test/art"), start=1):
+    for number, obj in enumerate(objs, start=1):
         item = parse_item(obj, number)
         assert item.problems == ()
         for slot in item.slots:

@@ -389,68 +389,9 @@ def test_no_target_escapes_the_library_root(
             "Movies/Heat (1995)/extrathumbs/thumb1.jpg",
         ),
         ("VIDEO_TS/VIDEO_TS.IFO", ArtType.POSTER, 0, "poster.jpg"),
-        (
-            "Movies/S/Solaris (1972)-cd1.avi",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972) CD2.avi",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972).part1.mkv",
-            ArtType.FANART,
-            0,
-            "Movies/S/Solaris (1972)-fanart.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972)_pt 2.mkv",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972) dvd1.mkv",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972)-disc-a.mkv",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972) disk d.mkv",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris (1972)-poster.jpg",
-        ),
-        # what follows the volume stays in the stacked title (StackDirectory.cpp: title + ignore)
-        (
-            "Movies/S/Solaris part1 1080p.mkv",
-            ArtType.POSTER,
-            0,
-            "Movies/S/Solaris 1080p-poster.jpg",
-        ),
-        (
-            "Movies/S/Solaris (1972)-cd1.avi",
-            ArtType.EXTRAFANART,
-            1,
-            "Movies/S/Solaris (1972)-fanart1.jpg",
-        ),
-        # not stack parts
-        ("Movies/P/Party 2.mkv", ArtType.POSTER, 0, "Movies/P/Party 2-poster.jpg"),
-        ("Movies/A/Apartment 1.mkv", ArtType.POSTER, 0, "Movies/A/Apartment 1-poster.jpg"),
-        ("Movies/C/cd1.avi", ArtType.POSTER, 0, "Movies/C/cd1-poster.jpg"),
     ],
 )
-def test_disc_folders_and_stacked_parts_use_kodis_base_name(
+def test_disc_folders_put_plain_names_above_video_ts_and_bdmv(
     path: str, art: ArtType, index: int, expected: str
 ) -> None:
     assert target_path(LIB, item(ContentType.MOVIE, path), art, index) == LIB / expected
@@ -533,9 +474,55 @@ def test_season_item_pointed_at_a_season_folder_is_refused_with_the_show_folder(
     assert "'TV/Firefly'" in str(info.value) and "show folder" in str(info.value)
 
 
-def test_episode_stack_parts_share_one_base_name() -> None:
+STACKS = [
+    # (the manifest's part, another file in the folder, the art's base name)
+    ("Solaris (1972)-cd1.avi", "Solaris (1972)-cd2.avi", "Solaris (1972)"),
+    ("Solaris (1972) CD2.avi", "Solaris (1972) cd1.avi", "Solaris (1972)"),
+    ("Solaris (1972).part1.mkv", "Solaris (1972).part2.mkv", "Solaris (1972)"),
+    ("Solaris (1972)_pt 2.mkv", "Solaris (1972)_pt 1.mkv", "Solaris (1972)"),
+    ("Solaris (1972) dvd1.mkv", "Solaris (1972) dvd2.mkv", "Solaris (1972)"),
+    ("Solaris (1972)-disc-a.mkv", "Solaris (1972)-disc-b.mkv", "Solaris (1972)"),
+    ("Solaris (1972) disk d.mkv", "Solaris (1972) disk c.mkv", "Solaris (1972)"),
+    # what follows the volume stays in the stacked title (StackDirectory.cpp: title + ignore)
+    ("Solaris part1 1080p.mkv", "Solaris part2 1080p.mkv", "Solaris 1080p"),
+    # not a stack: a lone part, another extension, another ignored part, no title
+    ("Deathly Hallows Part 1 (2010).mkv", "Deathly Hallows (2010).nfo", None),
+    ("Solaris-cd1.avi", "Solaris-cd2.mkv", None),
+    ("Solaris-cd1 x264.avi", "Solaris-cd2 xvid.avi", None),
+    ("cd1.avi", "cd2.avi", None),
+    ("Party 2.mkv", "Party 3.mkv", None),
+]
+
+
+@pytest.mark.parametrize(("part", "sibling", "base"), STACKS)
+def test_stacked_parts_share_the_stacked_title_when_kodi_would_stack(
+    tmp_path: Path, part: str, sibling: str, base: str | None
+) -> None:
+    folder = tmp_path / "Movies/S"
+    folder.mkdir(parents=True)
+    (folder / sibling).write_bytes(b"")
+    movie = item(ContentType.MOVIE, f"Movies/S/{part}")
+    expected = base if base is not None else part.rsplit(".", 1)[0]
+    assert target_path(tmp_path, movie, ArtType.POSTER) == folder / f"{expected}-poster.jpg"
+    assert target_path(tmp_path, movie, ArtType.EXTRAFANART, 2) == (
+        folder / f"{expected}-fanart2.jpg"
+    )
+
+
+def test_a_part_alone_keeps_its_own_name(tmp_path: Path) -> None:
+    movie = item(ContentType.MOVIE, "Movies/S/Solaris (1972)-cd1.avi")
+    assert target_path(tmp_path, movie, ArtType.POSTER) == (
+        tmp_path / "Movies/S/Solaris (1972)-cd1-poster.jpg"
+    )
+
+
+def test_episode_stack_parts_share_one_base_name(tmp_path: Path) -> None:
+    (tmp_path / "TV/F/Season 1").mkdir(parents=True)
+    (tmp_path / "TV/F/Season 1/F S01E01 part2.mkv").write_bytes(b"")
     part = item(ContentType.EPISODE, "TV/F/Season 1/F S01E01 part1.mkv")
-    assert target_path(LIB, part, ArtType.THUMB) == LIB / "TV/F/Season 1/F S01E01-thumb.jpg"
+    assert target_path(tmp_path, part, ArtType.THUMB) == (
+        tmp_path / "TV/F/Season 1/F S01E01-thumb.jpg"
+    )
 
 
 def test_leftover_copies_are_other_extensions_of_the_same_name(tmp_path: Path) -> None:

@@ -323,6 +323,7 @@ def demo(directory: Path, quiet: bool) -> None:
         async with demo_mod.serve_demo_art() as port:
             items = demo_mod.demo_manifest(f"http://{demo_mod.DEMO_HOST}/art")
             demo_mod.write_manifest(items, manifest)
+            demo_mod.make_library(directory, items)
             display.total = len(items)
             return await pipeline.run(
                 manifest, directory, progress=display.update,

@@ -46,6 +46,8 @@ SPECIAL_MOVIES = [
     ("tt0113277", "Heat", 1995, "VIDEO_TS/VIDEO_TS.IFO"),
     ("tt0069293", "Solaris", 1972, "Solaris (1972)-cd1.avi"),
 ]
+# Kodi stacks a part only when its other parts are in the folder too.
+OTHER_PARTS = ["Movies/Solaris (1972)/Solaris (1972)-cd2.avi"]
 
 
 def _art_files() -> dict[str, bytes]:
@@ -141,6 +143,19 @@ def demo_manifest(base: str) -> list[dict[str, Any]]:
                           "art": {"thumb": u(f"thumb{episode % 2 + 1}.jpg"),
                                   "fanart": u(f"fanart{episode}.jpg")}})
     return items
+
+
+def make_library(directory: Path, items: list[dict[str, Any]]) -> None:
+    """Empty stand-ins for the videos, as a real library has them (kept if present).
+
+    Naming reads the folder only to see whether a ``-cd1`` part has a ``-cd2``
+    beside it; the stand-ins make the demo library look like one Kodi scans.
+    """
+    videos = [obj["path"] for obj in items if obj["type"] in ("movie", "episode")]
+    for rel in videos + OTHER_PARTS:
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch(exist_ok=True)
 
 
 def write_manifest(items: list[dict[str, Any]], path: Path) -> None:

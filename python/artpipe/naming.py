@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -85,10 +86,13 @@ _VTS_IFO = re.compile(r"vts_.._0\.ifo", re.IGNORECASE)  # 12 characters, as Kodi
 _DISC_FOLDERS = frozenset({"video_ts", "bdmv"})
 
 # Kodi's default video stacking expressions (xbmc/xbmc
-# xbmc/settings/AdvancedSettings.cpp ``m_videoStackRegExps``), applied the way
-# xbmc/filesystem/StackDirectory.cpp GetStackedTitlePath does: title + ignored
-# part + extension. The third default, a bare " a".." d" volume, is left out:
-# it matches almost any name and Kodi only applies it when sibling parts exist.
+# xbmc/settings/AdvancedSettings.cpp ``m_videoStackRegExps``). Kodi stacks
+# files only when two or more in one folder share title, ignored part and
+# extension but differ in volume (xbmc/FileItemList.cpp StackFiles), and the
+# stack's art is named after title + ignored part (xbmc/filesystem/
+# StackDirectory.cpp GetStackedTitlePath). A lone "… Part 1 (2010).mkv" is not
+# stacked, so its art keeps the full name. The third default, a bare " a".." d"
+# volume, is left out: it matches almost any name.
 _STACK_PATTERNS = (
     re.compile(r"(.*?)([ _.-]*(?:cd|dvd|p(?:(?:ar)?t)|dis[ck])[ _.-]*[0-9]+)(.*?)(\.[^.]+)$",
                re.IGNORECASE),
@@ -112,18 +116,29 @@ def is_disc_file(name: str) -> bool:
     return lower in _DISC_FILES or bool(_VTS_IFO.fullmatch(lower))
 
 
-def stacked_stem(name: str) -> str | None:
-    """The stacked title's stem of a multi-part file name, or None if it is no part.
+def stacked_stem(name: str, siblings: Iterable[str]) -> str | None:
+    """The stacked title's stem of a multi-part file, or None if it is not stacked.
 
-    ``Solaris (1972)-cd1.avi`` → ``Solaris (1972)``; ``Heat part2 1080p.mkv`` →
-    ``Heat 1080p`` (Kodi keeps what follows the volume). A name whose title part
-    would be empty (``cd1.avi``) is not treated as a stack.
+    ``Solaris (1972)-cd1.avi`` beside ``Solaris (1972)-cd2.avi`` →
+    ``Solaris (1972)``; ``Heat part1 1080p.mkv`` beside ``Heat part2 1080p.mkv``
+    → ``Heat 1080p`` (Kodi keeps what follows the volume). ``siblings`` are the
+    other file names in the folder; without another part there is no stack. A
+    name whose title part would be empty (``cd1.avi``) is not treated as one.
     """
     for pattern in _STACK_PATTERNS:
         match = pattern.match(name)
-        if match:
-            stem = match.group(1) + match.group(3)
-            return stem if stem.strip() else None
+        if match is None:
+            continue
+        title, volume, ignore, ext = (g.casefold() for g in match.groups())
+        for other in siblings:
+            them = pattern.match(other) if other != name else None
+            if them is None:
+                continue
+            t2, v2, i2, e2 = (g.casefold() for g in them.groups())
+            if (t2, i2, e2) == (title, ignore, ext) and v2 != volume:
+                stem = match.group(1) + match.group(3)
+                return stem if stem.strip() else None
+        return None
     return None
 
 
@@ -142,7 +157,7 @@ class _Base:
 
 def item_dir(library: Path, item: Item, layout: Layout | None = None) -> Path:
     """Absolute folder that holds the item's art (the video's folder, or the item folder)."""
-    base = _base(item, layout or _DEFAULT_LAYOUT)
+    base = _base(library, item, layout or _DEFAULT_LAYOUT)
     return _checked(library, base.folder, f"{item.label}: folder", folder=True)
 
 
@@ -156,7 +171,7 @@ def target_path(
     points at a season folder, or a movie set with no place to go. ``index`` is
     0 for single art and 1..N for extrafanart/extrathumb entries.
     """
-    folder, prefix, suffix = _name_parts(item, art, layout or _DEFAULT_LAYOUT)
+    folder, prefix, suffix = _name_parts(library, item, art, layout or _DEFAULT_LAYOUT)
     if art.is_list:
         if index < 1:
             raise ValueError(f"{art.value} entries are numbered from 1, got index {index}")
@@ -178,7 +193,7 @@ def list_indexes_on_disk(
     """
     if not art.is_list:
         raise ValueError(f"{art.value} is not a list art (extrafanart, extrathumb)")
-    folder_rel, prefix, suffix = _name_parts(item, art, layout or _DEFAULT_LAYOUT)
+    folder_rel, prefix, suffix = _name_parts(library, item, art, layout or _DEFAULT_LAYOUT)
     folder = _checked(library, folder_rel, f"{item.label}: {art.value} folder", folder=True)
     pattern = re.compile(re.escape(prefix) + r"([1-9][0-9]*)" + re.escape(suffix))
     try:
@@ -217,7 +232,9 @@ def leftover_copies(target: Path) -> list[Path]:
     return sorted(out)
 
 
-def _name_parts(item: Item, art: ArtType, layout: Layout) -> tuple[PurePosixPath, str, str]:
+def _name_parts(
+    library: Path, item: Item, art: ArtType, layout: Layout
+) -> tuple[PurePosixPath, str, str]:
     """(folder, file name before the number, after it) for ``art`` of ``item``."""
     if art not in ALLOWED_ART[item.type]:
         allowed = ", ".join(a.value for a in ArtType if a in ALLOWED_ART[item.type])
@@ -226,7 +243,7 @@ def _name_parts(item: Item, art: ArtType, layout: Layout) -> tuple[PurePosixPath
             f"it takes {allowed}",
             line=item.line or None,
         )
-    base = _base(item, layout)
+    base = _base(library, item, layout)
     if art is ArtType.EXTRATHUMB:
         # Kodi itself reads no extrathumbs; skins do, from the folder every
         # media manager writes (tinyMediaManager, MediaElch, Ember):
@@ -242,9 +259,9 @@ def _name_parts(item: Item, art: ArtType, layout: Layout) -> tuple[PurePosixPath
     return base.folder, f"{base.prefix}{art.value}", art.extension
 
 
-def _base(item: Item, layout: Layout) -> _Base:
+def _base(library: Path, item: Item, layout: Layout) -> _Base:
     if item.type in _FILE_TYPES:
-        return _file_base(item)
+        return _file_base(library, item)
     if item.type is ContentType.SEASON:
         return _season_base(item)
     if item.type is ContentType.MOVIESET and not item.path:
@@ -254,7 +271,7 @@ def _base(item: Item, layout: Layout) -> _Base:
     return _Base(_relative(item), "")
 
 
-def _file_base(item: Item) -> _Base:
+def _file_base(library: Path, item: Item) -> _Base:
     """A movie or episode: xbmc/xbmc xbmc/utils/ArtUtils.cpp GetLocalArtBaseFilename."""
     rel = _relative(item)
     if not rel.name or rel.name in (".", ".."):
@@ -270,7 +287,9 @@ def _file_base(item: Item) -> _Base:
             folder = folder.parent
         return _Base(folder, "")
     # IsStack: the stacked title replaces the part's name.
-    stem = stacked_stem(rel.name)
+    stem = None
+    if any(pattern.match(rel.name) for pattern in _STACK_PATTERNS):
+        stem = stacked_stem(rel.name, _names_in(library, folder))
     if stem is None:
         stem = rel.stem
     if not stem:
@@ -280,6 +299,14 @@ def _file_base(item: Item) -> _Base:
             path=item.path,
         )
     return _Base(folder, f"{stem}-")
+
+
+def _names_in(library: Path, folder: PurePosixPath) -> list[str]:
+    """File names in a library folder (none if it is missing or unreadable)."""
+    try:
+        return os.listdir(_checked(library, folder, "video folder", folder=True))
+    except (OSError, UnsafePathError):
+        return []  # an escaping folder is refused when its target is checked
 
 
 def _season_base(item: Item) -> _Base:
