@@ -3,7 +3,8 @@
 A RuleBasedStateMachine drives random saves, failures, removals, batches
 that roll back, and reopens, checking after every step that the store equals
 a plain-dict model: one row per slot, a failure never forgets the file that
-is still on disk, a rolled-back batch leaves nothing behind.
+is still on disk (its url, size and mtime), a rolled-back batch leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -35,21 +36,30 @@ class StoreMachine(RuleBasedStateMachine):
         self.tmp.cleanup()
 
     @rule(slot=SLOTS, url=st.sampled_from(["http://x/1", "http://x/2"]),
-          size=st.integers(1, 10_000))
-    def save(self, slot: tuple[str, str, int], url: str, size: int) -> None:
+          size=st.integers(1, 10_000), mtime=st.integers(0, 2**62))
+    def save(self, slot: tuple[str, str, int], url: str, size: int, mtime: int) -> None:
         item, art, index = slot
         with self.store.batch():
             self.store.upsert_item(ItemRow(item, "movie", None, item))
             self.store.upsert_artwork(ArtworkRow(item, art, index, url, f"/{item}/{art}{index}",
-                                                 bytes=size, sha256=f"h{size}"))
-        self.model[slot] = {"url": url, "bytes": size, "status": "saved", "error": None}
+                                                 bytes=size, sha256=f"h{size}", mtime_ns=mtime))
+        self.model[slot] = {"url": url, "bytes": size, "mtime_ns": mtime, "status": "saved",
+                            "error": None}
+
+    @rule(slot=SLOTS, mtime=st.integers(0, 2**62))
+    def touched(self, slot: tuple[str, str, int], mtime: int) -> None:
+        """A kept file proved (by hash) to be artpipe's gets its new mtime recorded."""
+        with self.store.batch():
+            self.store.update_mtime(*slot, mtime)
+        if slot in self.model:
+            self.model[slot] = {**self.model[slot], "mtime_ns": mtime}
 
     @rule(slot=SLOTS, error=st.text(min_size=1, max_size=20))
     def fail(self, slot: tuple[str, str, int], error: str) -> None:
         item, art, index = slot
         with self.store.batch():
             self.store.mark_failed(item, art, index, f"/{item}/{art}{index}", error)
-        old = self.model.get(slot, {"url": None, "bytes": None})
+        old = self.model.get(slot, {"url": None, "bytes": None, "mtime_ns": None})
         self.model[slot] = {**old, "status": "failed", "error": error}
 
     @rule(slot=SLOTS)
@@ -78,6 +88,7 @@ class StoreMachine(RuleBasedStateMachine):
             row = rows[key]
             assert row.url == want["url"]
             assert row.bytes == want["bytes"]
+            assert row.mtime_ns == want["mtime_ns"]
             assert row.status == want["status"]
             assert row.error == want["error"]
 
@@ -122,3 +133,33 @@ def test_validators_update_keeps_the_rest(tmp_path: Path) -> None:
         store.update_validators("i", "poster", 0, '"2"', None)
         row = store.artwork_for("i")[("poster", 0)]
         assert (row.etag, row.sha256, row.url) == ('"2"', "h", "http://u")
+
+
+def test_a_database_from_before_mtimes_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Schema 1 had no mtime_ns: its rows stay, with an unknown mtime until checked."""
+    db = tmp_path / "s.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        """CREATE TABLE items (id TEXT PRIMARY KEY, type TEXT NOT NULL, title TEXT,
+                               path TEXT NOT NULL, updated_at REAL NOT NULL);
+           CREATE TABLE artwork (item TEXT NOT NULL, art TEXT NOT NULL, "index" INTEGER NOT NULL,
+               url TEXT, path TEXT NOT NULL, width INTEGER, height INTEGER, bytes INTEGER,
+               sha256 TEXT, etag TEXT, last_modified TEXT, status TEXT NOT NULL, error TEXT,
+               updated_at REAL NOT NULL, PRIMARY KEY (item, art, "index"));
+           INSERT INTO artwork VALUES ('i', 'poster', 0, 'http://u', '/p', 10, 20, 300, 'h',
+                                       NULL, NULL, 'saved', NULL, 1.0);
+           PRAGMA user_version=1;"""
+    )
+    old.close()
+    for _ in range(2):  # opening an upgraded database again changes nothing
+        with Store(db) as store:
+            row = store.artwork_for("i")[("poster", 0)]
+            assert (row.url, row.bytes, row.sha256) == ("http://u", 300, "h")
+    with Store(db) as store:
+        assert row.mtime_ns is None
+        store.update_mtime("i", "poster", 0, 123)
+        row = store.artwork_for("i")[("poster", 0)]
+        assert (row.bytes, row.mtime_ns, row.sha256, row.url) == (300, 123, "h", "http://u")
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    check.close()

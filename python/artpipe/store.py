@@ -9,7 +9,10 @@ never a wrong file.
 
 A row describes the file that is on disk (``url`` is where that file came
 from). A failed slot updates ``status``/``error`` but keeps the old file's
-``url`` and ``sha256``: the old file is still there, untouched.
+``url`` and ``sha256``: the old file is still there, untouched. ``bytes`` and
+``mtime_ns`` are the file's stat right after artpipe wrote it, so the next run
+can tell with one stat whether someone changed the file since, and hashes it
+only when the stat disagrees (docs/changed-files.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from artpipe.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -49,13 +52,16 @@ CREATE TABLE IF NOT EXISTS artwork (
     status        TEXT NOT NULL,
     error         TEXT,
     updated_at    REAL NOT NULL,
+    mtime_ns      INTEGER,
     PRIMARY KEY (item, art, "index")
 );
 """
+# Columns added since schema 1, for databases created before them: (name, type).
+_ADDED_COLUMNS = (("mtime_ns", "INTEGER"),)
 
 _COLUMNS = (
     "item", "art", "index", "url", "path", "width", "height", "bytes", "sha256",
-    "etag", "last_modified", "status", "error", "updated_at",
+    "etag", "last_modified", "status", "error", "updated_at", "mtime_ns",
 )
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
 
@@ -78,6 +84,7 @@ class ArtworkRow:
     status: str = "saved"
     error: str | None = None
     updated_at: float = 0.0
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
@@ -106,6 +114,14 @@ class Store:
                 "check the folder is writable, or pass --db to put it elsewhere"
             ) from exc
         self._in_tx = False
+
+    def _migrate(self) -> None:
+        """Add the columns a database from an older artpipe lacks. Its rows hold NULL
+        there: a NULL mtime costs one hash of that file on the next run, then it is set."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(artwork)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE artwork ADD COLUMN {name} {kind}")
 
     # -- lifecycle ------------------------------------------------------
     def close(self) -> None:
@@ -166,7 +182,7 @@ class Store:
 
     def upsert_artwork(self, row: ArtworkRow) -> None:
         values = [getattr(row, c) for c in _COLUMNS]
-        values[-1] = time.time()
+        values[_COLUMNS.index("updated_at")] = time.time()
         marks = ", ".join("?" for _ in _COLUMNS)
         updates = ", ".join(f'"{c}"=excluded."{c}"' for c in _COLUMNS[3:])
         self._db.execute(
@@ -194,6 +210,15 @@ class Store:
             'UPDATE artwork SET etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), '
             'updated_at=? WHERE item=? AND art=? AND "index"=?',
             (etag, last_modified, time.time(), item, art, index),
+        )
+
+    def update_mtime(self, item: str, art: str, index: int, mtime_ns: int) -> None:
+        """A kept file was hashed and holds what artpipe wrote, under a new mtime (touched,
+        restored from a backup, a row from before mtimes): remember it, so the next run
+        is back to one stat."""
+        self._db.execute(
+            'UPDATE artwork SET mtime_ns=?, updated_at=? WHERE item=? AND art=? AND "index"=?',
+            (mtime_ns, time.time(), item, art, index),
         )
 
     def delete_artwork(self, item: str, art: str, index: int) -> None:
