@@ -24,6 +24,10 @@ Teeth (checked by hand on a copy of the package, 2026-11-25, ci profile):
   invariant 4 and the state machine;
 - trusting the record without ``file_exists`` fails ``test_scenario1_*``
   (the save step is handed a LocalFile that is gone) and the state machine;
+- trusting the record without ``is_as_recorded`` (the file changed outside
+  artpipe) fails ``test_a_file_changed_outside_artpipe_*``, invariant 4 and
+  the state machine; ignoring ``keep_changed`` fails the same tests' kept
+  variants;
 - skipping the surplus removals in ``plan_item`` fails ``test_scenario3_*``,
   ``test_surplus_found_only_on_disk_or_only_in_the_store_is_removed``,
   invariant 4 and the state machine.
@@ -56,6 +60,7 @@ from artpipe.plan import (
     LocalFile,
     Memory,
     Nothing,
+    OnDisk,
     PlannedSlot,
     Recorded,
     Remove,
@@ -64,6 +69,7 @@ from artpipe.plan import (
     Source,
     Web,
     needs_download,
+    observe,
     plan_item,
     resolve,
 )
@@ -83,6 +89,26 @@ def preview(url: str) -> bytes:
 
 def etag(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+
+def written(url: str, path: Path) -> Recorded:
+    """The record artpipe keeps after writing ``path`` from ``url``: hash, size, mtime."""
+    data = path.read_bytes()
+    return Recorded(
+        url, hashlib.sha256(data).hexdigest(), etag(data), None, len(data), path.stat().st_mtime_ns
+    )
+
+
+def change_outside_artpipe(path: Path, data: bytes) -> None:
+    """Another program rewrites ``path``, later than artpipe did.
+
+    The mtime is set past the old one explicitly: two writes within one tick
+    of the kernel's coarse clock can share an mtime, which no real edit
+    after a run does.
+    """
+    before = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
 
 
 class SaveWouldFetch(AssertionError):
@@ -111,20 +137,28 @@ class World:
     def memory(self, url: str) -> bytes | None:
         return self.mem.get(url)
 
-    def file_exists(self, path: Path) -> bool:
-        return path.is_file()
+    def on_disk(self, path: Path, recorded: Recorded | None) -> OnDisk | None:
+        return observe(path, recorded)
 
     # helpers
-    def state(self, item: Item, planned: PlannedSlot, refresh: bool = False) -> SlotState:
-        """The SlotState plan_item must have built, rebuilt independently."""
+    def state(
+        self, item: Item, planned: PlannedSlot, refresh: bool = False, keep_changed: bool = False
+    ) -> SlotState:
+        """The SlotState plan_item must have built, rebuilt independently (always hashing)."""
         url = planned.slot.url
+        path = planned.target
+        on_disk = None
+        if path.is_file():
+            data = path.read_bytes()
+            on_disk = OnDisk(len(data), path.stat().st_mtime_ns, hashlib.sha256(data).hexdigest())
         return SlotState(
-            target=planned.target,
-            file_exists=planned.target.is_file(),
+            target=path,
+            on_disk=on_disk,
             recorded=self.recorded(item, planned.slot.art, planned.slot.index),
             cache=self.cache_state(url) if url else CacheState.NONE,
             memory=self.memory(url) if url else None,
             refresh=refresh,
+            keep_changed=keep_changed,
         )
 
 
@@ -134,6 +168,8 @@ class RunStats:
     writes: int = 0
     removes: int = 0
     not_modified: int = 0
+    replaced_changed: int = 0
+    kept_changed: int = 0
 
 
 def simulate_run(plan: ItemPlan, world: World) -> RunStats:
@@ -182,9 +218,10 @@ def save(
             if world.cache.get(url) is not CacheState.ORIGINAL:
                 raise SaveWouldFetch(f"{slot}: cache has no original for {url}")
             data = original(url)
-        case LocalFile(path=path):
+        case LocalFile(path=path, changed=changed):
             if not path.is_file():
                 raise SaveWouldFetch(f"{slot}: kept file {path} is gone")
+            stats.kept_changed += changed
             return
         case Remove(path=path):
             path.unlink()
@@ -199,17 +236,20 @@ def save(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     stats.writes += 1
-    world.records[key] = Recorded(slot.url, hashlib.sha256(data).hexdigest(), etag(data))
+    stats.replaced_changed += source.changed
+    world.records[key] = written(slot.url, target)
 
 
-def check_plan(plan: ItemPlan, world: World, refresh: bool = False) -> None:
+def check_plan(
+    plan: ItemPlan, world: World, refresh: bool = False, keep_changed: bool = False
+) -> None:
     """Invariants 1 and 8 and the resolver's safety rules, for a whole item plan."""
     item = plan.item
     root = os.path.realpath(world.library)
     assert plan.web == tuple(p for p in plan.slots if isinstance(p.source, Web))
     assert plan.urls == frozenset(p.source.url for p in plan.web if isinstance(p.source, Web))
     for planned in plan.slots:
-        state = world.state(item, planned, refresh)
+        state = world.state(item, planned, refresh, keep_changed)
         assert resolve(planned.slot, state) == planned.source
         assert needs_download(planned.slot, state) == isinstance(planned.source, Web)
         assert os.path.realpath(planned.target).startswith(root + os.sep)
@@ -225,20 +265,38 @@ def check_plan(plan: ItemPlan, world: World, refresh: bool = False) -> None:
 def check_source(slot: ArtSlot, state: SlotState, source: Source) -> None:
     """What each source may mean; none of them leaves the save step a reason to fetch."""
     rec = state.recorded
-    matches = state.file_exists and rec is not None and rec.url == slot.url
+    # changed outside artpipe, by the definition docs/changed-files.md gives:
+    # artpipe recorded the slot and the file holds other bytes than it wrote
+    # (a file whose stat still matches the record counts as unchanged unhashed)
+    disk = state.on_disk
+    vouched = (
+        disk is not None
+        and rec is not None
+        and (
+            (rec.size, rec.mtime_ns) == (disk.size, disk.mtime_ns)
+            or (disk.sha256 is not None and disk.sha256 == rec.sha256)
+        )
+    )
+    changed = disk is not None and rec is not None and not vouched
+    assert state.changed == changed
+    matches = vouched and rec is not None and rec.url == slot.url
+    if changed and state.keep_changed:
+        assert source == LocalFile(state.target, changed=True)
+        return
     match source:
-        case Web(url=url, etag=tag, last_modified=lm):
-            assert url == slot.url
+        case Web(url=url, etag=tag, last_modified=lm, changed=flag):
+            assert url == slot.url and flag == changed
             if tag is not None or lm is not None:
                 assert state.refresh and matches and rec is not None
                 assert (tag, lm) == (rec.etag, rec.last_modified)
-        case Memory(data=data):
+        case Memory(data=data, changed=flag):
             assert slot.url is not None and data and data == state.memory and not matches
-        case Cache(url=url):
+            assert flag == changed
+        case Cache(url=url, changed=flag):
             assert url == slot.url and state.cache is CacheState.ORIGINAL and not matches
-            assert not state.memory
-        case LocalFile(path=path):
-            assert matches and not state.refresh and path == state.target
+            assert not state.memory and flag == changed
+        case LocalFile(path=path, changed=flag):
+            assert matches and not state.refresh and path == state.target and not flag
         case Remove(path=path):
             assert slot.url is None and state.file_exists and path == state.target
         case Nothing():
@@ -257,22 +315,34 @@ slots = st.builds(
     url=st.none() | st.sampled_from(URLS),
     thumb=st.none() | st.sampled_from(URLS),
 )
+# few sizes, mtimes and hashes, so the file and the record often agree (or half agree)
+SHAS = ["ab" * 32, "cd" * 32]
 states = st.builds(
     SlotState,
     target=st.just(TARGET),
-    file_exists=st.booleans(),
+    on_disk=st.none()
+    | st.builds(
+        OnDisk,
+        size=st.sampled_from([3, 5]),
+        mtime_ns=st.sampled_from([1, 2]),
+        sha256=st.none() | st.sampled_from(SHAS),
+    ),
     recorded=st.none()
     | st.builds(
         Recorded,
         url=st.sampled_from(URLS),
-        sha256=st.none() | st.just("ab" * 32),
+        sha256=st.none() | st.sampled_from(SHAS),
         etag=st.none() | st.just('"e1"'),
         last_modified=st.none() | st.just("Wed, 21 Oct 2015 07:28:00 GMT"),
+        size=st.none() | st.sampled_from([3, 5]),
+        mtime_ns=st.none() | st.sampled_from([1, 2]),
     ),
     cache=st.sampled_from(list(CacheState)),
     memory=st.none() | st.just(b"") | st.binary(min_size=1, max_size=8),
     refresh=st.booleans(),
+    keep_changed=st.booleans(),
 )
+EXISTS = OnDisk(3, 1, "ab" * 32)  # a file that holds what Recorded(..., "ab" * 32) says
 
 
 @given(slots, states)
@@ -292,19 +362,21 @@ def test_resolve_safety_rules(slot: ArtSlot, state: SlotState) -> None:
 
 @given(slots, states)
 def test_resolve_priority(slot: ArtSlot, state: SlotState) -> None:
-    """Keep the recorded file, else memory, else cached original, else download."""
-    if slot.url is None:
-        return
+    """A protected changed file, else the recorded file, else memory, cache, download."""
     source = resolve(slot, state)
     rec = state.recorded
-    if state.file_exists and rec is not None and rec.url == slot.url:
+    if state.changed and state.keep_changed:
+        assert source == LocalFile(TARGET, changed=True)
+    elif slot.url is None:
+        assert isinstance(source, Remove if state.file_exists else Nothing)
+    elif not state.changed and state.file_exists and rec is not None and rec.url == slot.url:
         assert isinstance(source, Web if state.refresh else LocalFile)
     elif state.memory:
         assert isinstance(source, Memory)
     elif state.cache is CacheState.ORIGINAL:
         assert isinstance(source, Cache)
     else:
-        assert source == Web(slot.url)
+        assert source == Web(slot.url, changed=state.changed)
 
 
 def test_thumb_in_cache_never_satisfies_an_original() -> None:
@@ -315,22 +387,24 @@ def test_thumb_in_cache_never_satisfies_an_original() -> None:
 
 def test_file_recorded_for_a_different_url_is_stale() -> None:
     slot = ArtSlot(ArtType.POSTER, 0, URLS[0])
-    state = SlotState(TARGET, file_exists=True, recorded=Recorded(URLS[1], etag='"e"'))
+    state = SlotState(TARGET, EXISTS, recorded=Recorded(URLS[1], "ab" * 32, etag='"e"'))
     assert resolve(slot, state) == Web(URLS[0])  # no validators of another URL's file
-    assert resolve(slot, SlotState(TARGET, True, Recorded(URLS[0]))) == LocalFile(TARGET)
+    assert resolve(slot, SlotState(TARGET, EXISTS, Recorded(URLS[0], "ab" * 32))) == LocalFile(
+        TARGET
+    )
 
 
 def test_unrecorded_file_is_not_trusted() -> None:
     slot = ArtSlot(ArtType.POSTER, 0, URLS[0])
-    assert resolve(slot, SlotState(TARGET, file_exists=True)) == Web(URLS[0])
-    cached = SlotState(TARGET, file_exists=True, cache=CacheState.ORIGINAL)
-    assert resolve(slot, cached) == Cache(URLS[0])
+    assert resolve(slot, SlotState(TARGET, EXISTS)) == Web(URLS[0])
+    cached = SlotState(TARGET, EXISTS, cache=CacheState.ORIGINAL, keep_changed=True)
+    assert resolve(slot, cached) == Cache(URLS[0])  # not artpipe's: not "changed" either
 
 
 def test_refresh_is_a_conditional_get_with_the_recorded_validators() -> None:
     slot = ArtSlot(ArtType.POSTER, 0, URLS[0])
-    rec = Recorded(URLS[0], "ab", '"e1"', "Wed, 21 Oct 2015 07:28:00 GMT")
-    state = SlotState(TARGET, True, rec, CacheState.ORIGINAL, b"bytes", refresh=True)
+    rec = Recorded(URLS[0], "ab" * 32, '"e1"', "Wed, 21 Oct 2015 07:28:00 GMT")
+    state = SlotState(TARGET, EXISTS, rec, CacheState.ORIGINAL, b"bytes", refresh=True)
     assert resolve(slot, state) == Web(URLS[0], '"e1"', "Wed, 21 Oct 2015 07:28:00 GMT")
     # refresh without a matching file is a plain download (or a cheaper source)
     assert resolve(slot, SlotState(TARGET, refresh=True)) == Web(URLS[0])
@@ -338,7 +412,7 @@ def test_refresh_is_a_conditional_get_with_the_recorded_validators() -> None:
 
 def test_null_removes_only_what_exists() -> None:
     slot = ArtSlot(ArtType.BANNER, 0, None)
-    assert resolve(slot, SlotState(TARGET, file_exists=True)) == Remove(TARGET)
+    assert resolve(slot, SlotState(TARGET, EXISTS)) == Remove(TARGET)
     gone = resolve(slot, SlotState(TARGET, recorded=Recorded(URLS[0])))
     assert isinstance(gone, Nothing) and str(TARGET) in gone.reason
 
@@ -347,10 +421,10 @@ def test_plans_survive_pickling(tmp_path: Path) -> None:
     """Plans and sources cross process pools and Dask workers."""
     item = movie({"poster": URLS[0]})
     sources: list[Source] = [
-        Memory(b"x"),
-        Cache(URLS[0]),
-        LocalFile(TARGET),
-        Web(URLS[0], '"e"', "lm"),
+        Memory(b"x", changed=True),
+        Cache(URLS[0], changed=True),
+        LocalFile(TARGET, changed=True),
+        Web(URLS[0], '"e"', "lm", changed=True),
         Remove(TARGET),
         Nothing("gone"),
     ]
@@ -363,7 +437,8 @@ def test_plans_survive_pickling(tmp_path: Path) -> None:
     back = pickle.loads(pickle.dumps(plan))
     assert back.slots == plan.slots and back.item == item
     assert str(back.errors[0].error) == "outside" and back.errors[0].error.args == ("outside", "/x")
-    state = SlotState(TARGET, True, Recorded(URLS[0], "ab", '"e"'), CacheState.THUMB, b"m", True)
+    rec = Recorded(URLS[0], "ab", '"e"', None, 3, 1)
+    state = SlotState(TARGET, EXISTS, rec, CacheState.THUMB, b"m", True, True)
     assert pickle.loads(pickle.dumps(state)) == state
 
 
@@ -386,7 +461,10 @@ def test_save_step_has_no_way_to_fetch() -> None:
         "collections",
         "dataclasses",
         "enum",
+        "hashlib",
+        "os",
         "pathlib",
+        "stat",
         "typing",
     }
 
@@ -411,7 +489,7 @@ def test_plan_item_builds_state_from_facts(world: World) -> None:
     poster = target_path(world.library, item, ArtType.POSTER)
     poster.parent.mkdir(parents=True)
     poster.write_bytes(original(URLS[0]))
-    world.records[(item.id, ArtType.POSTER, 0)] = Recorded(URLS[0])
+    world.records[(item.id, ArtType.POSTER, 0)] = written(URLS[0], poster)
     world.cache[URLS[1]] = CacheState.ORIGINAL
     world.mem[URLS[2]] = b"png bytes"
     plan = plan_item(item, world.library, world)
@@ -521,7 +599,7 @@ def test_scenario2_disposed_memory_or_stale_cache_is_fetched_in_the_download_pha
         target.parent.mkdir(parents=True)
         target.write_bytes(b"old")
         if setup == "stale-file":
-            world.records[(item.id, ArtType.CLEARART, 0)] = Recorded(URLS[1])
+            world.records[(item.id, ArtType.CLEARART, 0)] = written(URLS[1], target)
     plan = plan_item(item, world.library, world)
     check_plan(plan, world)
     assert [p.source for p in plan.web] == [Web(URLS[0])]
@@ -580,6 +658,115 @@ def test_surplus_found_only_on_disk_or_only_in_the_store_is_removed(world: World
     assert sorted(world.recorded_indexes(item, ArtType.EXTRAFANART)) == [1]
 
 
+# --- a file changed outside artpipe (docs/changed-files.md) ------------------------------
+
+CHANGES = {
+    "edited": lambda data: bytes(b ^ 0x20 for b in data),  # same size: only a hash tells
+    "replaced": lambda data: b"saved over by an image editor",
+    "truncated": lambda data: data[: len(data) // 2],
+}
+
+
+@pytest.mark.parametrize("keep_changed", [False, True], ids=["restore", "keep"])
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_file_changed_outside_artpipe_is_restored_or_kept(
+    world: World, change: str, keep_changed: bool
+) -> None:
+    """The store says "written from URL U", the disk holds other bytes (issue #18's case).
+
+    By default the manifest wins: the original comes back, and the run says it
+    replaced a changed file. With keep_changed the file stays as it is, on
+    this run and every later one, and the run says so each time.
+    """
+    item = movie({"poster": URLS[0], "extrafanart": [URLS[1], URLS[2]]})
+    simulate_run(plan_item(item, world.library, world), world)
+    poster = target_path(world.library, item, ArtType.POSTER)
+    fanart2 = target_path(world.library, item, ArtType.EXTRAFANART, 2)
+    for path in (poster, fanart2):
+        change_outside_artpipe(path, CHANGES[change](path.read_bytes()))
+    edited = {path: path.read_bytes() for path in (poster, fanart2)}
+    # the list shrinks: the changed surplus entry is removed, or kept with the option
+    shorter = movie({"poster": URLS[0], "extrafanart": [URLS[1]]})
+    plan = plan_item(shorter, world.library, world, keep_changed=keep_changed)
+    check_plan(plan, world, keep_changed=keep_changed)
+    by_key = {p.slot.key: p.source for p in plan.slots}
+    if keep_changed:
+        assert by_key[("poster", 0)] == LocalFile(poster, changed=True)
+        assert by_key[("extrafanart", 2)] == LocalFile(fanart2, changed=True)
+        assert plan.web == ()
+    else:
+        assert by_key[("poster", 0)] == Cache(URLS[0], changed=True)  # the run cached it
+        assert by_key[("extrafanart", 2)] == Remove(fanart2)
+    assert by_key[("extrafanart", 1)] == LocalFile(
+        target_path(world.library, item, ArtType.EXTRAFANART, 1)
+    )
+    stats = simulate_run(plan, world)
+    assert (stats.replaced_changed, stats.kept_changed) == ((0, 2) if keep_changed else (1, 0))
+    if keep_changed:
+        assert {path: path.read_bytes() for path in edited} == edited
+    else:
+        assert poster.read_bytes() == original(URLS[0]) and not fanart2.exists()
+    again = plan_item(shorter, world.library, world, keep_changed=keep_changed)
+    check_plan(again, world, keep_changed=keep_changed)
+    stats = simulate_run(again, world)
+    assert (stats.writes, stats.removes, stats.replaced_changed) == (0, 0, 0)
+    assert stats.kept_changed == (2 if keep_changed else 0)
+    # the option only protects while it is given: without it the manifest wins again
+    if keep_changed:
+        stats = simulate_run(plan_item(shorter, world.library, world), world)
+        assert (stats.replaced_changed, stats.removes) == (1, 1)
+        assert poster.read_bytes() == original(URLS[0]) and not fanart2.exists()
+
+
+@pytest.mark.parametrize("keep_changed", [False, True], ids=["restore", "keep"])
+def test_a_touched_file_with_the_same_bytes_is_not_changed(
+    world: World, keep_changed: bool
+) -> None:
+    """A new mtime alone (a backup restore, ``touch``) costs one hash, not a download."""
+    item = movie({"poster": URLS[0]})
+    simulate_run(plan_item(item, world.library, world), world)
+    poster = target_path(world.library, item, ArtType.POSTER)
+    change_outside_artpipe(poster, poster.read_bytes())
+    plan = plan_item(item, world.library, world, keep_changed=keep_changed)
+    check_plan(plan, world, keep_changed=keep_changed)
+    assert [p.source for p in plan.slots] == [LocalFile(poster)]
+
+
+def test_a_changed_file_is_downloaded_again_not_revalidated(world: World) -> None:
+    """A 304 would keep the edited file: the recorded validators describe artpipe's bytes."""
+    item = movie({"poster": URLS[0]})
+    simulate_run(plan_item(item, world.library, world), world)
+    poster = target_path(world.library, item, ArtType.POSTER)
+    change_outside_artpipe(poster, b"edited")
+    world.cache.clear()
+    plan = plan_item(item, world.library, world, refresh=True)
+    check_plan(plan, world, refresh=True)
+    assert [p.source for p in plan.slots] == [Web(URLS[0], changed=True)]
+    stats = simulate_run(plan, world)
+    assert stats.not_modified == 0 and poster.read_bytes() == original(URLS[0])
+
+
+def test_observe_hashes_only_when_the_stat_disagrees_in_mtime_alone(tmp_path: Path) -> None:
+    """The cheap check: an untouched library costs a stat per slot, never a read."""
+    path = tmp_path / "poster.jpg"
+    path.write_bytes(b"artpipe wrote this")
+    rec = written(URLS[0], path)
+    assert observe(tmp_path / "absent.jpg", rec) is None
+    assert observe(tmp_path, rec) is None  # a folder is not the file
+    size, mtime = len(b"artpipe wrote this"), path.stat().st_mtime_ns
+    assert observe(path, rec) == OnDisk(size, mtime)  # stat matches: no hash
+    assert observe(path, None) == OnDisk(size, mtime)  # nothing to compare with
+    change_outside_artpipe(path, b"someone else's")  # other size: no hash needed
+    assert observe(path, rec) == OnDisk(len(b"someone else's"), path.stat().st_mtime_ns)
+    change_outside_artpipe(path, b"artpipe wrote THIS")  # same size, new mtime: hashed
+    found = observe(path, rec)
+    assert found is not None and found.sha256 == hashlib.sha256(b"artpipe wrote THIS").hexdigest()
+    assert not found.is_as_recorded(rec)
+    change_outside_artpipe(path, b"artpipe wrote this")
+    found = observe(path, rec)
+    assert found is not None and found.is_as_recorded(rec)  # touched only
+
+
 # --- invariant 4 as a property -----------------------------------------------------------
 
 SINGLE = [ArtType.POSTER, ArtType.FANART, ArtType.CLEARLOGO, ArtType.BANNER]
@@ -593,48 +780,90 @@ art_values = st.fixed_dictionaries(
     },
 )
 slot_keys = st.sampled_from([(a, 0) for a in SINGLE] + [(a, i) for a in LISTS for i in range(1, 6)])
+# what a library file holds: the original of a URL, or bytes no origin serves
+CONTENTS = [*URLS, "junk"]
+
+
+def content(key: str) -> bytes:
+    return b"junk" if key == "junk" else original(key)
+
+
+# a store row: the URL artpipe wrote the slot from, the bytes it wrote (None: a row
+# that knows only its URL) and whether the file's mtime is still the recorded one
+records_of_writes = st.tuples(url_values, st.none() | st.sampled_from(CONTENTS), st.booleans())
 
 
 @given(
     art=art_values,
-    files=st.dictionaries(slot_keys, st.none() | url_values, max_size=6),
-    records=st.dictionaries(slot_keys, url_values, max_size=6),
+    files=st.dictionaries(slot_keys, st.sampled_from(CONTENTS), max_size=6),
+    records=st.dictionaries(slot_keys, records_of_writes, max_size=6),
     cache=st.dictionaries(url_values, st.sampled_from(list(CacheState))),
     memory=st.dictionaries(url_values, st.booleans()),  # False: a disposed (empty) stream
+    keep_changed=st.booleans(),
 )
 def test_second_plan_after_a_run_has_nothing_to_do(
     art: dict[str, Any],
-    files: dict[tuple[ArtType, int], str | None],
-    records: dict[tuple[ArtType, int], str],
+    files: dict[tuple[ArtType, int], str],
+    records: dict[tuple[ArtType, int], tuple[str, str | None, bool]],
     cache: dict[str, CacheState],
     memory: dict[str, bool],
+    keep_changed: bool,
 ) -> None:
-    """Invariant 4, from any starting library, store, cache and memory."""
+    """Invariant 4, from any starting library, store, cache and memory, with either setting.
+
+    A file the store recorded that holds other bytes than artpipe wrote (or a
+    record that cannot tell) was changed outside artpipe: by default the run
+    restores what the manifest asks; with keep_changed it stays as found.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         mem = {url: original(url) if alive else b"" for url, alive in memory.items()}
         world = World(Path(tmp) / "lib", cache=dict(cache), mem=mem)
         item = movie(art)
-        for (a, i), url in files.items():
+        for (a, i), key in files.items():
             path = target_path(world.library, item, a, i)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(original(url) if url else b"junk")
-        for (a, i), url in records.items():
-            world.records[(item.id, a, i)] = Recorded(url)
-        first = plan_item(item, world.library, world)
-        check_plan(first, world)
-        simulate_run(first, world)
+            path.write_bytes(content(key))
+        changed: dict[tuple[str, int], bytes] = {}
+        for (a, i), (url, wrote, same_mtime) in records.items():
+            path = target_path(world.library, item, a, i)
+            found = path.read_bytes() if path.is_file() else None
+            if wrote is None:
+                world.records[(item.id, a, i)] = Recorded(url)
+            else:
+                data = content(wrote)
+                mtime = path.stat().st_mtime_ns if found is not None else None
+                if mtime is not None and not (same_mtime and found == data):
+                    mtime -= 10**9  # written before whatever changed it (or touched it)
+                world.records[(item.id, a, i)] = Recorded(
+                    url, hashlib.sha256(data).hexdigest(), etag(data), None, len(data), mtime
+                )
+            if found is not None and (wrote is None or found != content(wrote)):
+                changed[(a.value, i)] = found
+        first = plan_item(item, world.library, world, keep_changed=keep_changed)
+        check_plan(first, world, keep_changed=keep_changed)
+        planned = {p.slot.key: p.slot.url for p in first.slots}
+        kept = {k: v for k, v in changed.items() if k in planned} if keep_changed else {}
+        stats = simulate_run(first, world)
+        assert stats.kept_changed == len(kept)
+        replaced = 0 if keep_changed else sum(planned.get(k) is not None for k in changed)
+        assert stats.replaced_changed == replaced
         for slot in item.slots:
             path = target_path(world.library, item, slot.art, slot.index)
-            if slot.url is None:
+            if slot.key in kept:
+                assert path.read_bytes() == kept[slot.key]
+            elif slot.url is None:
                 assert not path.exists()
             else:
                 assert path.read_bytes() == original(slot.url)
         for a in item.lists:
             keep = sum(1 for s in item.slots if s.art is a)
-            assert list_indexes_on_disk(world.library, item, a) == list(range(1, keep + 1))
-        second = plan_item(item, world.library, world)
-        check_plan(second, world)
+            surplus = {i for (art_, i) in kept if art_ == a.value and i > keep}
+            on_disk = list_indexes_on_disk(world.library, item, a)
+            assert on_disk == sorted(set(range(1, keep + 1)) | surplus)
+        second = plan_item(item, world.library, world, keep_changed=keep_changed)
+        check_plan(second, world, keep_changed=keep_changed)
         assert second.web == ()
         assert all(isinstance(p.source, LocalFile | Nothing) for p in second.slots)
         stats = simulate_run(second, world)
         assert (sum(stats.requests.values()), stats.writes, stats.removes) == (0, 0, 0)
+        assert (stats.kept_changed, stats.replaced_changed) == (len(kept), 0)

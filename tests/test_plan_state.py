@@ -3,20 +3,25 @@
 Rules: set or change a URL (with or without a preview thumb), set a list,
 shrink it, null an art, drop an art key, hand bytes in memory (or a disposed
 empty stream), leave only a thumb in the cache, evict the cache, delete a
-library file behind artpipe's back, drop an unrecorded file on a target, and
+library file behind artpipe's back, edit, replace, truncate or touch one,
+drop an unrecorded file on a target, switch ``keep_changed`` on or off, and
 run. A run is simulated in memory (tests/test_plan.py: fetch exactly the Web
 set, then a save step that only has the sources).
 
 After every step: invariants 1 and 8 and the resolver's rules hold for the
 whole item plan (``check_plan``). After every run: every wanted slot holds the
 original of its URL, removed art is gone, no numbered file past a list's end
-remains, each URL was requested at most once, and a second plan fetches,
-removes and writes nothing (invariant 4).
+remains — except, with ``keep_changed``, files changed outside artpipe, which
+hold exactly what they held (docs/changed-files.md) — each URL was requested
+at most once, and a second plan fetches, removes and writes nothing
+(invariant 4).
 
 Teeth (checked by hand, 2026-11-25): with ``resolve`` letting a cached THUMB
 count (``state.cache is not CacheState.NONE``) this machine fails within a
 few examples (the save step finds no original; the file would hold a preview);
-dropping the surplus loop in ``plan_item`` fails the shrink rule's check.
+dropping the surplus loop in ``plan_item`` fails the shrink rule's check;
+keeping a changed file recorded for the wanted URL, or ignoring
+``keep_changed``, fails after an ``change_library_file_externally`` step.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from artpipe.plan import CacheState, LocalFile, Nothing, plan_item
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.test_plan import World, check_plan, original, simulate_run
+from tests.test_plan import World, change_outside_artpipe, check_plan, original, simulate_run
 
 URLS = [f"https://img.example/{n}.jpg" for n in "abcdef"]
 PATHS = {
@@ -45,6 +50,12 @@ PATHS = {
 SINGLE = [ArtType.POSTER, ArtType.FANART, ArtType.CLEARLOGO, ArtType.THUMB]
 LISTS = [ArtType.EXTRAFANART, ArtType.EXTRATHUMB]
 urls = st.sampled_from(URLS)
+CHANGES = {
+    "edited": lambda data: bytes(b ^ 0x20 for b in data),  # same size: only a hash tells
+    "replaced": lambda data: b"saved over by an image editor",
+    "truncated": lambda data: data[: len(data) // 2],
+    "touched": lambda data: data,  # same bytes, new mtime: not a change
+}
 
 
 class PlanMachine(RuleBasedStateMachine):
@@ -54,6 +65,7 @@ class PlanMachine(RuleBasedStateMachine):
         self.world = World(self.tmp / "lib")
         self.art: dict[str, Any] = {}
         self.ctype = ContentType.MOVIE
+        self.keep_changed = False
 
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -130,6 +142,18 @@ class PlanMachine(RuleBasedStateMachine):
         if files:
             files[pick % len(files)].unlink()
 
+    @precondition(lambda self: self.world.library.exists())
+    @rule(pick=st.integers(0, 30), change=st.sampled_from(sorted(CHANGES)))
+    def change_library_file_externally(self, pick: int, change: str) -> None:
+        files = self.files()
+        if files:
+            path = files[pick % len(files)]
+            change_outside_artpipe(path, CHANGES[change](path.read_bytes()))
+
+    @rule(keep=st.booleans())
+    def set_keep_changed(self, keep: bool) -> None:
+        self.keep_changed = keep
+
     @rule(art=st.sampled_from(SINGLE + LISTS), index=st.integers(1, 6))
     def drop_unrecorded_file(self, art: ArtType, index: int) -> None:
         if art not in ALLOWED_ART[self.ctype]:
@@ -145,33 +169,55 @@ class PlanMachine(RuleBasedStateMachine):
     @rule()
     def run(self) -> None:
         item = self.item()
-        plan = plan_item(item, self.world.library, self.world)
-        check_plan(plan, self.world)
+        keep_changed = self.keep_changed
+        plan = plan_item(item, self.world.library, self.world, keep_changed=keep_changed)
+        check_plan(plan, self.world, keep_changed=keep_changed)
+        # what was changed outside artpipe, by the full hash (check_plan showed that
+        # the plan's cheaper view agrees): with keep_changed, these must not move
+        changed = {
+            p.slot.key: p.target.read_bytes()
+            for p in plan.slots
+            if self.world.state(item, p).changed
+        }
+        kept = changed if keep_changed else {}
         stats = simulate_run(plan, self.world)
         assert all(n == 1 for n in stats.requests.values()), "a URL was fetched twice"
         assert set(stats.requests) == plan.urls
+        assert stats.kept_changed == len(kept)
+        wanted = {p.slot.key for p in plan.slots if p.slot.url is not None}
+        replaced = 0 if keep_changed else len(wanted & set(changed))
+        assert stats.replaced_changed == replaced
         for slot in item.slots:
             path = target_path(self.world.library, item, slot.art, slot.index)
-            if slot.url is None:
+            if slot.key in kept:
+                assert path.read_bytes() == kept[slot.key], "a kept file was touched"
+            elif slot.url is None:
                 assert not path.exists()
             else:
                 assert path.read_bytes() == original(slot.url), "not the original"
                 assert self.world.recorded(item, slot.art, slot.index) is not None
         for art in item.lists:
             keep = sum(1 for s in item.slots if s.art is art)
-            assert list_indexes_on_disk(self.world.library, item, art) == list(range(1, keep + 1))
-            assert all(i <= keep for i in self.world.recorded_indexes(item, art))
-        again = plan_item(item, self.world.library, self.world)
-        check_plan(again, self.world)
+            surplus = {i for (a, i) in kept if a == art.value and i > keep}
+            on_disk = list_indexes_on_disk(self.world.library, item, art)
+            assert on_disk == sorted(set(range(1, keep + 1)) | surplus)
+            assert all(i <= keep or i in surplus for i in self.world.recorded_indexes(item, art))
+        again = plan_item(item, self.world.library, self.world, keep_changed=keep_changed)
+        check_plan(again, self.world, keep_changed=keep_changed)
         assert again.web == ()
         assert all(isinstance(p.source, LocalFile | Nothing) for p in again.slots)
         stats = simulate_run(again, self.world)
         assert (sum(stats.requests.values()), stats.writes, stats.removes) == (0, 0, 0)
+        assert (stats.kept_changed, stats.replaced_changed) == (len(kept), 0)
 
     @invariant()
     def plan_is_consistent(self) -> None:
-        """Invariants 1 and 8 for the plan the current state would produce."""
-        check_plan(plan_item(self.item(), self.world.library, self.world), self.world)
+        """Invariants 1 and 8 for the plan the current state would produce, either setting."""
+        for keep_changed in (False, True):
+            plan = plan_item(
+                self.item(), self.world.library, self.world, keep_changed=keep_changed
+            )
+            check_plan(plan, self.world, keep_changed=keep_changed)
 
 
 TestPlanMachine = PlanMachine.TestCase

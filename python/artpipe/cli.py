@@ -218,6 +218,9 @@ def main() -> None:
 @click.option("--originals", is_flag=True, help="Keep original sizes (no downscaling).")
 @click.option("--refresh", is_flag=True,
               help="Revalidate saved art with conditional GETs (ETag/Last-Modified).")
+@click.option("--keep-changed", is_flag=True,
+              help="Keep library files changed since artpipe wrote them, instead of "
+                   "restoring what the manifest asks (see docs/changed-files.md).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False),
               help="Write one JSON line per art slot here.")
 @click.option("--metrics", type=click.Path(path_type=Path, dir_okay=False),

@@ -10,10 +10,21 @@ synchronously, inside the save phase. artpipe has one decision, ``resolve``.
 downloads exactly ``ItemPlan.web``, and every other Source carries what the
 save step needs (bytes, a cache key, a path) so it never has a reason — or a
 way — to fetch.
+
+A library file artpipe wrote may have been edited, replaced or truncated by
+someone else since. ``observe`` notices that cheaply (a stat against the
+recorded size and mtime; a hash only when they disagree), the state carries
+it, and ``resolve`` alone decides what it means: restore what the manifest
+asks for, or — with ``keep_changed`` — leave the file alone. Either way the
+source says so (``changed``), so the report can. docs/changed-files.md has
+the rule.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +43,7 @@ __all__ = [
     "LocalFile",
     "Memory",
     "Nothing",
+    "OnDisk",
     "PlannedSlot",
     "Recorded",
     "Remove",
@@ -40,12 +52,18 @@ __all__ = [
     "Source",
     "Web",
     "needs_download",
+    "observe",
     "plan_item",
     "resolve",
+    "slot_state",
 ]
 
 
 # --- Sources: where a slot's bytes come from ---------------------------------
+
+
+# ``changed`` on a source means the library file was changed outside artpipe:
+# on Memory, Cache and Web the new bytes replace it; on LocalFile it is kept.
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +71,7 @@ class Memory:
     """Bytes already in hand (e.g. passed by an API caller); written as they are."""
 
     data: bytes = field(repr=False)
+    changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +79,16 @@ class Cache:
     """The on-disk cache holds the *original* for ``url``."""
 
     url: str
+    changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """The library file is the one recorded for the wanted URL: keep it."""
+    """Keep the library file: the one recorded for the wanted URL, or a changed one
+    that ``keep_changed`` protects (``changed``)."""
 
     path: Path
+    changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +98,7 @@ class Web:
     url: str
     etag: str | None = None
     last_modified: str | None = None
+    changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +131,45 @@ class CacheState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What the store remembers about the file it last wrote for a slot."""
+    """What the store remembers about the file it last wrote for a slot.
+
+    ``size`` and ``mtime_ns`` are the file's stat right after artpipe wrote
+    it; ``sha256`` its content. None where the store does not know (a row
+    from before sizes and mtimes were recorded).
+    """
 
     url: str
     sha256: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnDisk:
+    """The library file as found: its stat, and its hash where the stat was not enough.
+
+    ``sha256`` is only computed (by ``observe``) when the size is the
+    recorded one but the mtime is not, so an untouched library costs one
+    stat per slot.
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+
+    def is_as_recorded(self, recorded: Recorded) -> bool:
+        """The file still holds what artpipe wrote, as far as the facts can tell.
+
+        Same size and mtime as recorded: yes (the cheap check). Otherwise only
+        a matching hash says yes — a record with nothing to compare cannot
+        vouch for the file.
+        """
+        if recorded.size is not None and recorded.mtime_ns is not None:
+            if (self.size, self.mtime_ns) == (recorded.size, recorded.mtime_ns):
+                return True
+        return self.sha256 is not None and self.sha256 == recorded.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,41 +177,67 @@ class SlotState:
     """Everything ``resolve`` may look at, gathered before it is called."""
 
     target: Path
-    file_exists: bool = False
+    on_disk: OnDisk | None = None
     recorded: Recorded | None = None
     cache: CacheState = CacheState.NONE
     memory: bytes | None = field(default=None, repr=False)
     refresh: bool = False
+    keep_changed: bool = False
+
+    @property
+    def file_exists(self) -> bool:
+        return self.on_disk is not None
+
+    @property
+    def changed(self) -> bool:
+        """artpipe wrote this file (the store has a record) and it is no longer what it wrote.
+
+        A file the store does not know is not "changed": artpipe never vouched for it.
+        """
+        return (
+            self.on_disk is not None
+            and self.recorded is not None
+            and not self.on_disk.is_as_recorded(self.recorded)
+        )
 
 
 def resolve(slot: ArtSlot, state: SlotState) -> Source:
     """Decide where ``slot``'s bytes come from. The only such decision in artpipe.
 
+    - the file was changed outside artpipe and ``keep_changed`` is set: keep
+      it, whatever the manifest asks (``LocalFile(changed=True)``);
     - ``url`` None: remove the file if it exists, else nothing.
-    - the file exists *and* the store recorded it for this very URL: keep it
-      (with ``refresh``: a conditional GET with the recorded validators);
+    - the file exists, is still what artpipe wrote, *and* the store recorded
+      it for this very URL: keep it (with ``refresh``: a conditional GET with
+      the recorded validators);
     - bytes in memory: use them (empty bytes are no bytes — a disposed stream);
     - the cache holds the original: use it (a cached thumb does not count);
     - otherwise download the original.
+    A source that overwrites a changed file says ``changed=True``.
 
-    A recorded file that is gone, a file recorded for another URL and a file
-    the store does not know are never kept: keeping them is how a save phase
-    ends up either writing stale art or fetching on its own.
+    A recorded file that is gone or changed, a file recorded for another URL
+    and a file the store does not know are never kept by default: keeping
+    them is how a save phase ends up either writing stale art or fetching on
+    its own. A changed file is never revalidated: the recorded validators
+    describe the bytes artpipe wrote, not the ones on disk.
     """
+    changed = state.changed
+    if changed and state.keep_changed:
+        return LocalFile(state.target, changed=True)
     if slot.url is None:
         if state.file_exists:
             return Remove(state.target)
         return Nothing(f"{state.target} is already absent")
     recorded = state.recorded
-    if state.file_exists and recorded is not None and recorded.url == slot.url:
+    if not changed and state.file_exists and recorded is not None and recorded.url == slot.url:
         if state.refresh:
             return Web(slot.url, recorded.etag, recorded.last_modified)
         return LocalFile(state.target)
     if state.memory:
-        return Memory(state.memory)
+        return Memory(state.memory, changed=changed)
     if state.cache is CacheState.ORIGINAL:
-        return Cache(slot.url)
-    return Web(slot.url)
+        return Cache(slot.url, changed=changed)
+    return Web(slot.url, changed=changed)
 
 
 def needs_download(slot: ArtSlot, state: SlotState) -> bool:
@@ -177,7 +259,37 @@ class Facts(Protocol):
 
     def memory(self, url: str) -> bytes | None: ...
 
-    def file_exists(self, path: Path) -> bool: ...
+    def on_disk(self, path: Path, recorded: Recorded | None) -> OnDisk | None:
+        """The file at ``path`` as ``observe`` sees it (None: no regular file)."""
+        ...
+
+
+def observe(path: Path, recorded: Recorded | None) -> OnDisk | None:
+    """Stat the library file; hash it only when the stat cannot settle it.
+
+    The hash is needed only when the size is the recorded one but the mtime
+    is not (or is unknown): a different size already means different bytes,
+    and a matching size and mtime is taken as "untouched". A file that
+    cannot be read is reported without a hash, so it does not pass as
+    artpipe's own.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:  # absent, or not reachable: a write there will say why
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    found = OnDisk(st.st_size, st.st_mtime_ns)
+    if recorded is None or recorded.sha256 is None or found.is_as_recorded(recorded):
+        return found
+    if recorded.size is not None and recorded.size != st.st_size:
+        return found
+    try:
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return found
+    return OnDisk(st.st_size, st.st_mtime_ns, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +324,29 @@ class ItemPlan:
         return frozenset(p.source.url for p in self.slots if isinstance(p.source, Web))
 
 
+def slot_state(
+    item: Item,
+    slot: ArtSlot,
+    target: Path,
+    facts: Facts,
+    *,
+    refresh: bool = False,
+    keep_changed: bool = False,
+) -> SlotState:
+    """Gather what ``resolve`` needs for one slot from the facts."""
+    url = slot.url
+    recorded = facts.recorded(item, slot.art, slot.index)
+    return SlotState(
+        target=target,
+        on_disk=facts.on_disk(target, recorded),
+        recorded=recorded,
+        cache=facts.cache_state(url) if url is not None else CacheState.NONE,
+        memory=facts.memory(url) if url is not None else None,
+        refresh=refresh,
+        keep_changed=keep_changed,
+    )
+
+
 def plan_item(
     item: Item,
     library: Path,
@@ -219,6 +354,7 @@ def plan_item(
     *,
     refresh: bool = False,
     layout: Layout | None = None,
+    keep_changed: bool = False,
 ) -> ItemPlan:
     """Resolve every slot of ``item``, plus removals for list entries past the new end.
 
@@ -227,7 +363,8 @@ def plan_item(
     the store recorded or that exist on disk get a removal slot; an entry the
     manifest gave but could not use (``item.problems``) still counts, so its
     existing file is kept. Unsafe paths become ``SlotError``s; nothing here
-    raises for a single bad slot. ``layout`` holds the run's naming choices.
+    raises for a single bad slot. ``layout`` holds the run's naming choices;
+    ``keep_changed`` keeps files changed outside artpipe (see ``resolve``).
     """
     planned: list[PlannedSlot] = []
     errors: list[SlotError] = []
@@ -238,15 +375,7 @@ def plan_item(
         except ArtpipeError as exc:
             errors.append(SlotError(slot, exc))
             return
-        url = slot.url
-        state = SlotState(
-            target=target,
-            file_exists=facts.file_exists(target),
-            recorded=facts.recorded(item, slot.art, slot.index),
-            cache=facts.cache_state(url) if url is not None else CacheState.NONE,
-            memory=facts.memory(url) if url is not None else None,
-            refresh=refresh,
-        )
+        state = slot_state(item, slot, target, facts, refresh=refresh, keep_changed=keep_changed)
         planned.append(PlannedSlot(slot, target, resolve(slot, state)))
 
     for slot in item.slots:

@@ -48,7 +48,7 @@ async def run(
     """Fill ``library`` with the art of ``items`` (a manifest path or Items/dicts).
 
     Options are the fields of ``RunOptions`` (cache_dir, db, concurrency,
-    per_host, executor, workers, originals, refresh, quality, report, metrics,
+    per_host, executor, workers, originals, refresh, keep_changed, quality, report, metrics,
     trace, limits, item_workers, batch_size, cache_bytes, resolve, shard_size,
     shard_retries, extrafanart, movie_sets_folder). ``executor="dask://HOST:PORT"``
     (or a Dask client's executor) runs on that cluster; anything else runs here.

@@ -133,13 +133,17 @@ def store_outcome(store: Store, outcome: ItemOutcome) -> None:
                 item=r.item, art=r.art, index=r.index, url=r.url, path=r.path or "",
                 width=r.width, height=r.height, bytes=r.bytes, sha256=r.sha256,
                 etag=r.etag, last_modified=r.last_modified, status=r.status.value,
+                mtime_ns=r.mtime_ns,
             ))
         elif r.status is SlotStatus.REMOVED:
             store.delete_artwork(r.item, r.art, r.index)
         elif r.status is SlotStatus.FAILED:
             store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed")
-        elif r.status is SlotStatus.UNCHANGED and (r.etag or r.last_modified):
-            store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
+        elif r.status is SlotStatus.UNCHANGED:
+            if r.etag or r.last_modified:
+                store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
+            if r.mtime_ns is not None:
+                store.update_mtime(r.item, r.art, r.index, r.mtime_ns)
 
 
 class StoreSink:
@@ -162,7 +166,8 @@ class StoreSink:
         if self.report is not None:
             row = {"item": error.item, "type": None, "art": None, "index": None, "url": None,
                    "status": SlotStatus.FAILED.value, "path": None, "width": None,
-                   "height": None, "bytes": None, "error": str(error), "warning": None}
+                   "height": None, "bytes": None, "error": str(error), "warning": None,
+                   "note": None}
             self.report.write(json.dumps(row) + "\n")
         if self.progress is not None:
             self.progress(self.stats, None)

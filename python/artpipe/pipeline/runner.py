@@ -62,6 +62,8 @@ class SlotResult:
     last_modified: str | None = None
     passthrough: bool = False
     reason: str | None = None  # the bare error, for grouping in the summary
+    mtime_ns: int | None = None  # the file's mtime once written (or re-checked) by artpipe
+    note: str | None = None  # a file changed outside artpipe: replaced, or kept
     warning: str | None = None  # e.g. a rival copy Kodi may show instead
 
     def report_row(self) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class SlotResult:
             "height": self.height,
             "bytes": self.bytes,
             "error": self.error,
+            "note": self.note,
             "warning": self.warning,
         }
 
@@ -96,29 +99,36 @@ class ItemSettings:
     refresh: bool = False
     quality: int = 90
     layout: Layout = field(default_factory=Layout)  # extrafanart style, movie sets folder
+    keep_changed: bool = False  # keep files changed outside artpipe (docs/changed-files.md)
 
 
 RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
+# The report's note on a slot whose file was changed outside artpipe (docs/changed-files.md).
+REPLACED_CHANGED = "replaced a file changed outside artpipe"
+KEPT_CHANGED = "kept, changed outside artpipe"
 _FetchKey = tuple[str, str | None, str | None]
 
 
 class StoreFacts:
     """``plan.Facts`` over one item's store rows, the cache index and the disk.
 
-    A file only counts as present when its size still matches the record: a
-    file truncated or replaced behind artpipe's back is not trusted.
+    ``on_disk`` is ``plan.observe``: one stat per file, a hash only when the
+    stat disagrees with the record, so a file edited, replaced or truncated
+    behind artpipe's back is noticed and ``plan.resolve`` decides what to do.
+    What it saw stays in ``seen``.
     """
 
     def __init__(self, rows: dict[tuple[str, int], ArtworkRow], cache: Cache) -> None:
         self._rows = rows
         self._cache = cache
-        self._by_path = {row.path: row for row in rows.values() if row.url}
+        self.seen: dict[Path, planner.OnDisk] = {}
 
     def recorded(self, item: Item, art: ArtType, index: int) -> planner.Recorded | None:
         row = self._rows.get((art.value, index))
         if row is None or row.url is None:
             return None
-        return planner.Recorded(row.url, row.sha256, row.etag, row.last_modified)
+        return planner.Recorded(row.url, row.sha256, row.etag, row.last_modified,
+                                row.bytes, row.mtime_ns)
 
     def recorded_indexes(self, item: Item, art: ArtType) -> Iterable[int]:
         return [i for (a, i), row in self._rows.items() if a == art.value and row.url]
@@ -136,15 +146,24 @@ class StoreFacts:
         row = self._rows.get((art, index))
         return row.path if row is not None and row.url and row.path else None
 
-    def file_exists(self, path: Path) -> bool:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        row = self._by_path.get(str(path))
-        if row is not None and row.bytes is not None and row.bytes != st.st_size:
-            return False
-        return os.path.isfile(path)
+    def on_disk(self, path: Path, recorded: planner.Recorded | None) -> planner.OnDisk | None:
+        found = planner.observe(path, recorded)
+        if found is not None:
+            self.seen[path] = found
+        return found
+
+    def moved_mtime(self, item: Item, slot: ArtSlot, path: Path) -> int | None:
+        """The mtime to record for a file kept as artpipe's own whose mtime moved.
+
+        Such a file was hashed to be kept (touched, restored from a backup, a
+        row from before mtimes were recorded); recording its mtime makes the
+        next run's check a stat again. None: nothing new to record.
+        """
+        seen = self.seen.get(path)
+        recorded = self.recorded(item, slot.art, slot.index)
+        if seen is None or recorded is None or seen.mtime_ns == recorded.mtime_ns:
+            return None
+        return seen.mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +176,7 @@ class _Loaded:
     last_modified: str | None = None
     not_modified: bool = False
     error: str | None = None
+    mtime_ns: int | None = None  # a kept file's new mtime, for the store
 
 
 class ItemRunner:
@@ -221,7 +241,7 @@ class ItemRunner:
             try:
                 item_plan = await asyncio.to_thread(
                     planner.plan_item, item, self.library, facts, refresh=self.settings.refresh,
-                    layout=self.settings.layout,
+                    layout=self.settings.layout, keep_changed=self.settings.keep_changed,
                 )
             except OSError as exc:
                 return failed_outcome(
@@ -231,7 +251,7 @@ class ItemRunner:
             results += [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
             with self.metrics.timer("item.download", track="items"):
                 loaded = await asyncio.gather(
-                    *(self._load(p, facts) for p in item_plan.slots)
+                    *(self._load(item, p, facts) for p in item_plan.slots)
                 )
             token = SAVE_PHASE.set(True)
             try:
@@ -281,7 +301,8 @@ class ItemRunner:
         return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
 
     # -- download phase -------------------------------------------------
-    async def _load(self, planned: planner.PlannedSlot, facts: StoreFacts) -> _Loaded:
+    async def _load(self, item: Item, planned: planner.PlannedSlot,
+                    facts: StoreFacts) -> _Loaded:
         source = planned.source
         if isinstance(source, planner.Memory):
             return _Loaded(planned, data=source.data)
@@ -291,12 +312,15 @@ class ItemRunner:
                 return cached
             # Evicted or corrupt since planning: ask the one resolver again with
             # what is true now, rather than deciding "download it" here.
-            state = planner.SlotState(target=planned.target,
-                                      file_exists=facts.file_exists(planned.target))
-            source = planner.resolve(planned.slot, state)
+            state = await asyncio.to_thread(
+                planner.slot_state, item, planned.slot, planned.target, facts,
+                refresh=self.settings.refresh, keep_changed=self.settings.keep_changed)
+            source = planner.resolve(planned.slot, replace(state, cache=planner.CacheState.NONE))
             planned = planner.PlannedSlot(planned.slot, planned.target, source)
         if isinstance(source, planner.Web):
             return await self._fetch(planned, source)
+        if isinstance(source, planner.LocalFile) and not source.changed:
+            return _Loaded(planned, mtime_ns=facts.moved_mtime(item, planned.slot, planned.target))
         return _Loaded(planned)
 
     async def _fetch(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
@@ -397,9 +421,14 @@ class ItemRunner:
                                            f"cannot remove {source.path}: {exc.strerror or exc}"))
                 else:
                     results.append(_result(item, slot, SlotStatus.REMOVED, target))
+            elif isinstance(source, planner.LocalFile) and source.changed:
+                self.metrics.count("images.changed_kept")
+                results.append(_result(item, slot, SlotStatus.UNCHANGED, target,
+                                       note=KEPT_CHANGED))
             elif isinstance(source, planner.LocalFile) or entry.not_modified:
                 results.append(_result(item, slot, SlotStatus.UNCHANGED, target,
-                                       etag=entry.etag, last_modified=entry.last_modified))
+                                       etag=entry.etag, last_modified=entry.last_modified,
+                                       mtime_ns=entry.mtime_ns))
             elif slot.url is None:  # removal asked, nothing on disk: the art is gone as wanted
                 results.append(_result(item, slot, SlotStatus.REMOVED, target))
             elif isinstance(source, planner.Nothing) or entry.data is None:
@@ -435,11 +464,17 @@ class ItemRunner:
                 continue
             saved = outcome.saved
             self.metrics.count("images.passthrough", int(saved.passthrough))
+            source = entry.planned.source
+            replaced = isinstance(source, planner.Memory | planner.Cache | planner.Web) and (
+                source.changed)
+            self.metrics.count("images.changed_replaced", int(replaced))
             results.append(_result(
                 item, slot, SlotStatus.SAVED, saved.path, width=saved.width,
                 height=saved.height, size=saved.bytes, sha256=saved.sha256,
                 etag=entry.etag, last_modified=entry.last_modified,
                 passthrough=saved.passthrough,
+                mtime_ns=await asyncio.to_thread(_mtime_ns, saved.path),
+                note=REPLACED_CHANGED if replaced else None,
             ))
         return results
 
@@ -511,12 +546,22 @@ def _result(
     last_modified: str | None = None,
     passthrough: bool = False,
     reason: str | None = None,
+    mtime_ns: int | None = None,
+    note: str | None = None,
 ) -> SlotResult:
     return SlotResult(
         item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
         url=slot.url, status=status, path=path, width=width, height=height, bytes=size,
         error=error, sha256=sha256, etag=etag, last_modified=last_modified,
-        passthrough=passthrough, reason=reason,
+        passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note,
     )
+
+
+def _mtime_ns(path: str) -> int | None:
+    """The mtime of a file just written, for the store (None: the next run hashes it)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
