@@ -78,3 +78,14 @@ def test_build_info_is_plain_name_value_pairs() -> None:
     assert {name for name, _ in info} >= {"libjpeg_turbo", "jpeg_simd_built", "jpeg_simd",
                                           "resize_cpu", "max_pixels"}
     assert dict(info)["max_pixels"] == str(_core.MAX_PIXELS)
+
+
+def test_a_build_without_simd_says_so_after_the_demo(capsys) -> None:  # type: ignore[no-untyped-def]
+    from artpipe import cli
+
+    cli._note_slow_build()
+    note = capsys.readouterr().err
+    if dict(_core.build_info())["jpeg_simd_built"] == "true":
+        assert note == ""
+    else:
+        assert "without libjpeg-turbo's SIMD" in note and "artpipe doctor" in note

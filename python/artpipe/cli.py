@@ -351,7 +351,20 @@ def demo(directory: Path, quiet: bool) -> None:
     _write_page(report, state / "report.html", quiet)
     if not quiet:
         console.print("Open the trace in https://ui.perfetto.dev (load the file; it stays local).")
+        _note_slow_build()
     sys.exit(report.exit_code)
+
+
+def _note_slow_build() -> None:
+    """pip hides the build's warning, so a core built without nasm says so where users look."""
+    from artpipe import _core
+
+    if dict(_core.build_info()).get("jpeg_simd_built") != "true":
+        err_console.print(
+            "[yellow]note:[/] this artpipe was built without libjpeg-turbo's SIMD (no nasm at "
+            "build time): JPEG work is about 2x slower. `artpipe doctor` says more.",
+            highlight=False, soft_wrap=True,
+        )
 
 
 @main.command()
