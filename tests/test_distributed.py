@@ -205,7 +205,7 @@ async def test_cluster_run_matches_the_local_thread_run(cluster: Any, tmp_path: 
     assert counters["shards.done"] == 5  # 14 items in shards of 3
     assert counters.get("http.requests_in_save", 0) == 0
     assert counters["http.requests"] == hits  # merged from the workers' snapshots
-    assert report.hosts["127.0.0.1"]["requests"] == counters["http.requests"]
+    assert report.hosts[f"127.0.0.1:{srv.port}"]["requests"] == counters["http.requests"]
     assert seen[-1] == len(items) and seen == sorted(seen)  # cluster-wide, monotonic
     assert not temp_files(tmp_path / "dask")
 

@@ -104,7 +104,7 @@ async def test_fetch_returns_the_original_bytes_and_validators(srv: ImageServer)
     assert counters["http.retries"] == counters["http.429"] == counters["http.not_modified"] == 0
     timers = metrics.timers()
     assert timers["fetch.web"]["count"] == 1
-    assert timers["host.127.0.0.1.fetch"]["count"] == 1
+    assert timers[f"host.127.0.0.1:{srv.port}.fetch"]["count"] == 1, "one row per origin"
     assert srv.log[0].headers["User-Agent"] == "artpipe/0.1"
 
 
@@ -113,7 +113,7 @@ async def test_host_stats_count_requests_bytes_retries_and_throttling(srv: Image
     srv.script("/p.jpg", Status(429, retry_after=0), Status(500))
     async with Fetcher(FAST) as fetcher:
         await fetcher.fetch(srv.url("/p.jpg"))
-        stats = fetcher.host_stats()["127.0.0.1"]
+        stats = fetcher.host_stats()[f"127.0.0.1:{srv.port}"]
     assert (stats.requests, stats.retries, stats.throttled) == (3, 2, 1)
     assert stats.bytes == len(data)
     assert stats.latency_ms_total > 0
@@ -130,7 +130,7 @@ async def test_resolve_pins_a_host_name_to_the_loopback_server(srv: ImageServer)
     assert result.data == data
     assert result.final_url == "http://art.example.invalid/p.jpg"
     assert srv.log[0].host == "art.example.invalid", "the Host header keeps the name"
-    assert list(stats) == ["art.example.invalid"]
+    assert list(stats) == ["art.example.invalid"], "the default port is left out of the name"
 
 
 async def test_fetch_outside_the_context_manager_is_a_clear_error() -> None:

@@ -341,7 +341,7 @@ async def test_metrics_and_trace_files(tmp_path: Path) -> None:
                   trace=tmp_path / "t.json")
     metrics = json.loads((tmp_path / "m.json").read_text())
     for name in ("item.save_all", "item.download", "item.save_to_disk", "fetch.web", "render",
-                 "db.save_item", "host.127.0.0.1.fetch"):
+                 "db.save_item", f"host.127.0.0.1:{srv.port}.fetch"):
         timer = metrics["timers"][name]
         assert set(timer) == {"count", "total_ms", "avg_ms", "min_ms", "max_ms", "p50_ms",
                               "p95_ms"}

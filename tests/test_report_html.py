@@ -210,7 +210,7 @@ async def test_failed_run_page_matches_its_report(failed_library: Path) -> None:
         # hosts and timeline agree with the metrics
         requests = metrics["counters"]["http.requests"]
         assert await browser.eval(
-            "document.querySelector('.hosts tr[data-host=\"127.0.0.1\"] td:nth-child(2)')"
+            "document.querySelector('.hosts tr[data-host^=\"127.0.0.1:\"] td:nth-child(2)')"
             ".textContent") == str(requests)
         assert await browser.eval(
             "Number(document.getElementById('timeline').dataset.requests)") == requests

@@ -31,7 +31,7 @@ from artpipe.errors import (
     RedirectError,
 )
 from artpipe.fetch.body import read_body
-from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostGate, HostStats
+from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostGate, HostStats, origin_of
 from artpipe.fetch.messages import fetch_failure
 from artpipe.fetch.retry import REDIRECTS, THROTTLE_STATUSES, Retryable, status_failure
 from artpipe.metrics import Metrics
@@ -310,7 +310,7 @@ class Fetcher:
             try:
                 resp = await self._follow(url, start, headers, attempt)
             except Retryable as failure:
-                host = failure.host or start.host
+                host = failure.host or origin_of(start).label
                 delay = failure.delay(attempt, self.limits)
                 if failure.throttle:
                     # Slow the host down for everyone (even when this URL gives up now).
@@ -381,8 +381,8 @@ class Fetcher:
     async def _request(
         self, url: str, target: URL, headers: dict[str, str], attempt: int
     ) -> _Response:
-        """One network request, holding one global and one host slot (one frame: cheap)."""
-        host = target.host or ""
+        """One network request, holding one global and one origin slot (one frame: cheap)."""
+        host = origin_of(target).label
         slot = await self._gate.acquire(host)
         try:
             session = self._session

@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
+
+from yarl import URL
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,33 @@ class FetchLimits:
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FetchLimits.{name} must be positive, got {getattr(self, name)}")
+
+
+class Origin(NamedTuple):
+    """Where a request goes: (scheme, host, port), the unit of every per-host limit.
+
+    Two servers on two ports of one address are two hosts, each with its own
+    slots, pauses and statistics — as aiohttp's connector and browsers see it.
+    """
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        """``host`` on the scheme's default port, else ``host:port`` (for people and metrics)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if DEFAULT_PORTS.get(self.scheme) == self.port:
+            return host
+        return f"{host}:{self.port}"
+
+
+def origin_of(url: URL) -> Origin:
+    """The origin of an absolute http(s) URL."""
+    scheme = (url.scheme or "http").lower()
+    port = url.port if url.port is not None else DEFAULT_PORTS.get(scheme, 0)
+    return Origin(scheme, (url.host or "").lower(), port)
 
 
 DEFAULT_LIMITS: Final = FetchLimits()
