@@ -87,6 +87,14 @@ mod _core {
         ))
     }
 
+    /// The format the magic bytes name ("jpeg", "png", "gif", "webp"), or None: the one sniff.
+    #[pyfunction]
+    fn sniff(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Option<&'static str>> {
+        let bytes = data.as_bytes();
+        let format = detached(py, "sniff", || Ok(crate::decode::sniff(bytes).ok()))?;
+        Ok(format.map(|f| f.name()))
+    }
+
     /// Encoded bytes (the very same bytes object when passed through).
     #[pyfunction]
     #[pyo3(signature = (data, *, max_size=None, format=None, quality=90, max_pixels=100_000_000))]

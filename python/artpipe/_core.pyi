@@ -16,6 +16,7 @@ __all__ = [
     "encode",
     "probe",
     "render",
+    "sniff",
     "write_image",
 ]
 
@@ -26,6 +27,7 @@ TEMP_SUFFIX: str
 def build_info() -> list[tuple[str, str]]: ...
 
 def probe(data: bytes) -> tuple[str, int, int, int]: ...
+def sniff(data: bytes) -> str | None: ...
 def render(
     data: bytes,
     *,
