@@ -15,24 +15,21 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from artpipe import _core
 from artpipe.errors import FetchError, NotAnImageError, ResponseTooLargeError
 from artpipe.fetch.messages import fetch_failure
 from artpipe.fetch.retry import Retryable
 
-_SNIFF_BYTES = 12  # enough for every signature sniff_image knows (WebP needs 12)
+_SNIFF_BYTES = 12  # enough for every signature the sniff knows (WebP needs 12)
 
 
 def sniff_image(data: bytes) -> str | None:
-    """The image format named by ``data``'s magic bytes, or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
+    """The image format named by ``data``'s magic bytes, or None.
+
+    The Rust core's sniff, the same table the decoder trusts: what passes here
+    is what ``probe`` will recognise.
+    """
+    return _core.sniff(bytes(data))
 
 
 class TooLarge(Exception):
