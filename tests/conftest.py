@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles.
+"""Shared test configuration: hypothesis profiles and the loopback image server.
 
 ``fast`` keeps local runs quick (random, with the example database);
 ``ci`` builds on Hypothesis' built-in ci profile (derandomized, no database,
@@ -6,15 +6,19 @@ no deadline) with more examples; ``ci-random`` is ``ci`` with a fresh random
 seed, so CI also explores examples the derandomized run never reaches — run
 it with ``--hypothesis-seed=N`` and the seed is printed in the header, so a
 failure can be replayed with the same seed.
-Fixtures that belong to one area live in ``tests/support/``.
+``srv`` is a fresh loopback image server for any test that asks for one;
+helpers that belong to one area live in ``tests/support/``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.support.server import ImageServer
 
 settings.register_profile(
     "fast", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -38,3 +42,10 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"hypothesis: profile {settings.get_current_profile_name()!r}, "
         f"seed {seed if seed is not None else 'random (pass --hypothesis-seed to fix it)'}"
     )
+
+
+@pytest.fixture
+async def srv() -> AsyncIterator[ImageServer]:
+    """A fresh loopback image server on 127.0.0.1 (every unknown ``.jpg`` is generated)."""
+    async with ImageServer() as server:
+        yield server

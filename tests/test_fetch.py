@@ -15,7 +15,6 @@ import socket
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
 
 import pytest
 from artpipe.errors import (
@@ -64,12 +63,6 @@ FAST = FetchLimits(
 def limits(**changes: object) -> FetchLimits:
     fields = {**FAST.__dict__, **changes}
     return FetchLimits(**fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[ImageServer]:
-    async with ImageServer() as server:
-        yield server
 
 
 def _assert_names(exc: FetchError, url: str, status: int | None, attempts: int) -> None:
