@@ -240,8 +240,8 @@ async def test_retry_after_slows_the_whole_host_but_not_others(srv: ImageServer)
 
 async def test_a_url_that_gives_up_still_slows_its_host(srv: ImageServer) -> None:
     srv.script("/limited.jpg", then=Status(503, retry_after=1))
-    async with Fetcher(limits(max_attempts=1)) as fetcher:
-        with pytest.raises(HTTPStatusError):
+    async with Fetcher(limits(max_attempts=1, throttle_deadline=0.5)) as fetcher:
+        with pytest.raises(HTTPStatusError, match="throttle deadline"):
             await fetcher.fetch(srv.url("/limited.jpg"))
         await fetcher.fetch(srv.url("/next.jpg"))
     (throttled_at,) = srv.hit_times("/limited.jpg")

@@ -7,7 +7,9 @@ two host names, fetched concurrently (some URLs by several callers at once):
 - every fetch ends in the right bytes or a FetchError — never another
   exception, never a hang (a generous overall deadline);
 - the outcome, the attempt count and the server's hit count are exactly what
-  the retry rules predict (retry 5xx/429/drops/timeouts, never 404 or non-images);
+  the retry rules predict (retry 5xx/429/drops/timeouts, never 404 or non-images;
+  a throttled answer — 429, or Retry-After — is waited for, not counted against
+  ``max_attempts``);
 - coalesced callers share one request sequence;
 - the global and per-host limits are never exceeded, measured on the server.
 """
@@ -57,7 +59,7 @@ class Step:
     """One scripted answer and what the retry rules say about it."""
 
     name: str
-    outcome: str  # "ok" | "retry" | "fatal"
+    outcome: str  # "ok" | "retry" | "wait" (throttled: not an attempt used up) | "fatal"
     error: type[FetchError] | None = None
 
 
@@ -66,8 +68,8 @@ STEPS: dict[str, tuple[Step, Behaviour]] = {
     "slow": (Step("slow", "ok"), OK(delay=0.03)),
     "redirect": (Step("redirect", "ok"), Redirect("/target.jpg")),
     "500": (Step("500", "retry", HTTPStatusError), Status(500)),
-    "503": (Step("503", "retry", HTTPStatusError), Status(503, retry_after=0.01)),
-    "429": (Step("429", "retry", HTTPStatusError), Status(429, retry_after=0.02)),
+    "503": (Step("503", "wait", HTTPStatusError), Status(503, retry_after=0.01)),
+    "429": (Step("429", "wait", HTTPStatusError), Status(429, retry_after=0.02)),
     "drop": (Step("drop", "retry", FetchError), Drop(after=50)),
     "stall": (Step("stall", "retry", FetchTimeoutError), Stall(seconds=30, after=20)),
     "drip": (Step("drip", "retry", FetchTimeoutError), Drip(chunk=40, interval=0.04)),
@@ -85,12 +87,16 @@ urls = st.lists(
 
 def expected(script: list[str]) -> tuple[str, int, type[FetchError] | None]:
     """(ok | error, attempts, error type) as the retry rules predict."""
-    for attempt in range(1, LIMITS.max_attempts + 1):
+    failures = 0
+    for attempt in range(1, len(script) + 2):
         name = script[attempt - 1] if attempt <= len(script) else "ok"
         step = STEPS[name][0]
         if step.outcome == "ok":
             return "ok", attempt, None
-        if step.outcome == "fatal" or attempt == LIMITS.max_attempts:
+        if step.outcome == "wait":
+            continue
+        failures += 1
+        if step.outcome == "fatal" or failures == LIMITS.max_attempts:
             return "error", attempt, step.error
     raise AssertionError("unreachable")
 

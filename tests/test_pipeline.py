@@ -389,7 +389,8 @@ async def test_a_request_during_save_is_counted(tmp_path: Path,
     async def save_that_refetches(self: pipeline.ItemRunner, item: Any, loaded: Any) -> Any:
         for entry in loaded:  # what the media manager's LoadAndCache did inside SaveToDisk
             if entry.planned.slot.url:
-                await self.fetcher.fetch(entry.planned.slot.url + "?again")
+                # one URL per slot and item: coalescing must not hide a request here
+                await self.fetcher.fetch(f"{entry.planned.slot.url}?again-{item.id}")
         return await original_save(self, item, loaded)
 
     monkeypatch.setattr(pipeline.ItemRunner, "_save", save_that_refetches)

@@ -71,7 +71,7 @@ async def _failing_run(library: Path) -> Any:
         srv.add_image("/ok2.jpg")
         srv.script("/404.jpg", then=Status(404))
         srv.script("/500.jpg", then=Status(500))
-        srv.script("/429.jpg", then=Status(429, retry_after=0))
+        srv.script("/429.jpg", then=Status(429, retry_after=1))
         srv.script("/html.jpg", then=Body(b"<!DOCTYPE html><html>sorry</html>"))
         srv.script("/slow.jpg", then=Stall(seconds=30))
         items: list[Any] = [
@@ -96,8 +96,9 @@ async def _failing_run(library: Path) -> Any:
         ]
         files = report_html.default_run_files(library)
         files["report"].parent.mkdir()
+        # a throttled slot waits for its host until the deadline: 429, 1 s, 429, give up
         limits = FetchLimits(read_timeout=0.3, total_timeout=5, max_attempts=2,
-                             backoff_base=0.01, backoff_cap=0.02)
+                             backoff_base=0.01, backoff_cap=0.02, throttle_deadline=1.5)
         return await artpipe.run(items, library, limits=limits, **files)
 
 

@@ -28,6 +28,9 @@ MAX_TRACE_EVENTS = 100_000
 # Samples kept per timer for the percentiles; beyond it, reservoir sampling.
 MAX_SAMPLES = 10_000
 
+# Per-host totals that add up when shards' "hosts" sections are merged.
+_HOST_SUMS = ("requests", "throttled", "retries", "wait_ms")
+
 
 def _percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile; the list must be sorted and non-empty."""
@@ -89,6 +92,7 @@ class Metrics:
         self._events: list[tuple[str, float, float, str]] = []
         self._t0_ns = time.perf_counter_ns()
         self._pid = os.getpid()
+        self._hosts: dict[str, dict[str, Any]] = {}
 
     # -- counters -------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -128,6 +132,16 @@ class Metrics:
             end = time.perf_counter_ns()
             self.record(name, (end - start) / 1e6, start_ns=start, track=track)
 
+    # -- hosts ----------------------------------------------------------
+    def set_hosts(self, hosts: dict[str, dict[str, Any]]) -> None:
+        """The fetcher's per-host section (window over time, throttled, waiting), at its close."""
+        with self._lock:
+            self._hosts = {name: dict(h) for name, h in hosts.items()}
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {name: dict(h) for name, h in self._hosts.items()}
+
     def merge(self, other: dict[str, Any]) -> None:
         """Fold in a snapshot from another process (a shard worker's ``raw()``)."""
         with self._lock:
@@ -135,6 +149,14 @@ class Metrics:
                 self._counters[name] += int(n)
             for name, timer in other.get("timers", {}).items():
                 self._timers[name].merge(timer, self._rng)
+            for name, host in other.get("hosts", {}).items():
+                mine = self._hosts.get(name)
+                if mine is None:
+                    self._hosts[name] = dict(host)
+                    continue
+                for key in _HOST_SUMS:  # totals add up; the window is the latest shard's
+                    mine[key] = mine.get(key, 0) + host.get(key, 0)
+                mine.update({k: v for k, v in host.items() if k not in _HOST_SUMS})
 
     def raw(self) -> dict[str, Any]:
         """Picklable snapshot (counters + timers with their samples) for ``merge``."""
@@ -142,6 +164,7 @@ class Metrics:
             return {
                 "counters": dict(self._counters),
                 "timers": {k: t.raw() for k, t in self._timers.items() if t.count},
+                "hosts": {name: dict(h) for name, h in self._hosts.items()},
             }
 
     # -- export ---------------------------------------------------------
@@ -167,7 +190,12 @@ class Metrics:
             return dict(sorted(self._counters.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timers": self.timers(), "counters": self.counters()}
+        """``{"timers", "counters"}``, plus ``"hosts"`` when a fetcher reported its hosts."""
+        out: dict[str, Any] = {"timers": self.timers(), "counters": self.counters()}
+        hosts = self.hosts()
+        if hosts:
+            out["hosts"] = hosts
+        return out
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -1,11 +1,14 @@
 """``Fetcher``: the run's one aiohttp session, its attempt loop, redirects and results.
 
-Single-flight: concurrent fetches of one URL with the same validators share
-one network request (invariant 2 in docs/contracts.md). Each
+Single-flight: concurrent fetches of one URL (by its normalized form, the
+cache key) with the same validators share one network request (invariant 2
+in docs/contracts.md); this is the only coalescing layer of a run. Each
 attempt follows redirects by hand (so every hop holds its own slots and only
 http/https is followed); a ``Retryable`` failure waits (``retry``) and tries
-again, up to ``max_attempts``. ``SAVE_PHASE`` counts any request made while
-the save step runs (``http.requests_in_save``), the guard for invariant 3.
+again, up to ``max_attempts`` real failures — while a host that throttles is
+waited for until ``throttle_deadline``, so no slot is lost to a busy host.
+``SAVE_PHASE`` counts any request made while the save step runs
+(``http.requests_in_save``), the guard for invariant 3.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextvars
 import functools
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -24,6 +27,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from artpipe.cache import normalize_url
 from artpipe.errors import (
     FetchError,
     FetchTimeoutError,
@@ -31,9 +35,22 @@ from artpipe.errors import (
     RedirectError,
 )
 from artpipe.fetch.body import read_body
-from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostGate, HostStats, origin_of
+from artpipe.fetch.limits import (
+    DEFAULT_LIMITS,
+    OTHER_HOSTS,
+    FetchLimits,
+    HostGate,
+    HostStats,
+    origin_of,
+)
 from artpipe.fetch.messages import fetch_failure
-from artpipe.fetch.retry import REDIRECTS, THROTTLE_STATUSES, Retryable, status_failure
+from artpipe.fetch.retry import (
+    REDIRECTS,
+    THROTTLE_STATUSES,
+    Retryable,
+    pushes_back,
+    status_failure,
+)
 from artpipe.metrics import Metrics
 
 SAVE_PHASE: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -47,8 +64,12 @@ _COUNTERS: Final = (
     "http.retries",
     "http.not_modified",
     "http.429",
+    "http.throttled",
     "http.requests_in_save",
 )
+# What the metrics' "hosts" section keeps of each host's statistics.
+_HOST_FIELDS: Final = ("requests", "throttled", "retries", "wait_ms", "window", "window_min",
+                       "rate", "windows")
 _FlightKey = tuple[str, str | None, str | None]
 
 
@@ -139,6 +160,9 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._gate = HostGate(limits)
         self._flights: dict[_FlightKey, _Flight] = {}
+        self._timed_hosts: set[str] = set()  # hosts with a host.<name>.fetch timer (bounded)
+        # Where downloaded originals go (the run's cache), awaited inside the flight.
+        self.keep: Callable[[FetchResult], Awaitable[None]] | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=limits.total_timeout,
             sock_connect=limits.connect_timeout,
@@ -185,6 +209,11 @@ class Fetcher:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+            if self.metrics is not None:
+                self.metrics.set_hosts({
+                    name: {key: getattr(s, key) for key in _HOST_FIELDS}
+                    for name, s in self._gate.snapshot().items()
+                })
 
     # -- public ------------------------------------------------------------------
     async def fetch(
@@ -194,13 +223,14 @@ class Fetcher:
 
         Raises a ``FetchError`` subclass that names the URL, the HTTP status
         (if any), the attempt count and what to do. Concurrent calls with the
-        same URL and validators share one network request; cancelling one
-        caller leaves the others' request running, cancelling the last one
-        cancels the request.
+        same URL (``cache.normalize_url``: scheme and host case, default port
+        and fragment do not matter) and validators share one network request;
+        cancelling the first caller hands the download over to the others,
+        cancelling the last one cancels the request.
         """
         if self._session is None:
             raise RuntimeError("Fetcher is not open; use 'async with Fetcher(...) as fetcher'")
-        key = (url, etag, last_modified)
+        key = (normalize_url(url), etag, last_modified)
         flight = self._flights.get(key)
         if flight is not None:
             return await self._join(key, flight)
@@ -209,7 +239,7 @@ class Fetcher:
         flight = _Flight(asyncio.get_running_loop().create_future())
         self._flights[key] = flight
         try:
-            result = await self._fetch(url, etag, last_modified)
+            result = await self._download(url, etag, last_modified)
         except asyncio.CancelledError:
             self._leader_cancelled(key, flight, url, etag, last_modified)
             raise
@@ -222,9 +252,21 @@ class Fetcher:
         flight.future.set_result(result)
         return result
 
-    def host_stats(self) -> dict[str, HostStats]:
-        """Per-host requests, bytes, retries, throttling and latency (copies)."""
-        return self._gate.snapshot()
+    def host_stats(self, top: int | None = None) -> dict[str, HostStats]:
+        """Per-host requests, bytes, retries, throttling, latency and window (copies).
+
+        Busiest first; hosts past ``top`` (and hosts forgotten to keep the
+        tables bounded) are summed into one ``OTHER_HOSTS`` row.
+        """
+        return self._gate.snapshot(top)
+
+    def host_windows(self) -> dict[str, int]:
+        """Each tracked host's adaptive window now (requests it may have in flight)."""
+        return self._gate.windows()
+
+    def hosts_tracked(self) -> int:
+        """Origins with state held now (at most ``limits.max_hosts`` when idle)."""
+        return len(self._gate)
 
     def downloads_in_flight(self) -> int:
         """Distinct downloads running now (callers sharing one count once)."""
@@ -263,7 +305,7 @@ class Fetcher:
         # Others still wait: carry on for them in a task (a fresh attempt; the
         # cancelled request's connection is gone). It runs in the leader's context.
         task = asyncio.get_running_loop().create_task(
-            self._fetch(url, etag, last_modified), name=f"fetch {url}"
+            self._download(url, etag, last_modified), name=f"fetch {url}"
         )
         flight.task = task
         task.add_done_callback(functools.partial(self._handoff_done, key, flight))
@@ -290,6 +332,20 @@ class Fetcher:
             self.metrics.count(name, n)
 
     # -- attempts ----------------------------------------------------------------
+    async def _download(
+        self, url: str, etag: str | None, last_modified: str | None
+    ) -> FetchResult:
+        """The whole flight: fetch, then ``keep`` the bytes before anyone else may ask.
+
+        Keeping inside the flight closes the gap between "the download landed"
+        and "the bytes are in the cache", where a second want of the URL would
+        find neither and download it again.
+        """
+        result = await self._fetch(url, etag, last_modified)
+        if self.keep is not None and result.data is not None:
+            await self.keep(result)
+        return result
+
     async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         try:
             start = URL(url)
@@ -304,24 +360,50 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified is not None:
             headers["If-Modified-Since"] = last_modified
-        attempt = 0
+        attempt = failures = throttles = 0
+        throttled_since: float | None = None
         while True:
             attempt += 1
             try:
                 resp = await self._follow(url, start, headers, attempt)
             except Retryable as failure:
-                host = failure.host or origin_of(start).label
-                delay = failure.delay(attempt, self.limits)
+                origin = failure.host or origin_of(start)
+                if failure.patient:
+                    throttles += 1
+                    delay = failure.delay(throttles, self.limits)
+                else:
+                    failures += 1
+                    delay = failure.delay(failures, self.limits)
                 if failure.throttle:
                     # Slow the host down for everyone (even when this URL gives up now).
-                    self._gate.throttle(host, delay)
-                if attempt >= self.limits.max_attempts:
+                    self._gate.throttle(origin, delay)
+                if failure.patient:
+                    # The host is busy, not broken: wait for it, up to the deadline.
+                    now = time.monotonic()
+                    if throttled_since is None:
+                        throttled_since = now
+                    if now + delay - throttled_since > self.limits.throttle_deadline:
+                        raise self._throttled_out(url, failure, attempt, now - throttled_since,
+                                                  delay) from failure
+                elif failures >= self.limits.max_attempts:
                     raise failure.error from failure.__cause__
                 self._count("http.retries")
-                self._gate.stats(host).retries += 1
+                self._gate.stats(origin).retries += 1
                 await asyncio.sleep(delay)
                 continue
             return self._result(url, start, resp, attempt, etag, last_modified)
+
+    def _throttled_out(self, url: str, failure: Retryable, attempt: int, waited: float,
+                       delay: float) -> FetchError:
+        """The one way a throttled request fails: the deadline, said as such."""
+        status = failure.error.status
+        deadline = self.limits.throttle_deadline
+        return fetch_failure(
+            HTTPStatusError, url,
+            f"the server kept throttling it for {waited:.0f} s and asked for {delay:.0f} s "
+            "more", "the host limits how fast we may ask: lower --per-host, set --rate "
+            "HOST=N/s, raise --throttle-deadline, or run again later",
+            status=status, attempt=attempt, note=f"throttle deadline of {deadline:g} s")
 
     def _result(
         self,
@@ -382,15 +464,18 @@ class Fetcher:
         self, url: str, target: URL, headers: dict[str, str], attempt: int
     ) -> _Response:
         """One network request, holding one global and one origin slot (one frame: cheap)."""
-        host = origin_of(target).label
-        slot = await self._gate.acquire(host)
+        origin = origin_of(target)
+        waited_ns = time.perf_counter_ns()
+        ticket = await self._gate.acquire(origin)
+        waited_ms = (time.perf_counter_ns() - waited_ns) / 1e6
         try:
             session = self._session
             if session is None:
                 raise fetch_failure(FetchError, url, "the fetcher was closed while the "
                                     "download was running", "run again to fetch it",
                                     attempt=attempt)
-            stats = self._gate.stats(host)
+            stats = ticket.host.stats
+            host = self._timer_host(stats.host)
             self._count("http.requests")
             if SAVE_PHASE.get():
                 self._count("http.requests_in_save")
@@ -405,14 +490,17 @@ class Fetcher:
                 # count a wait for a pooled connection, but holding our slots means there is none.
                 async with session.get(target, headers=headers, allow_redirects=False) as resp:
                     status = resp.status
-                    if status in THROTTLE_STATUSES:
-                        stats.throttled += 1
+                    if pushes_back(status, resp.headers):
+                        self._gate.pushed_back(ticket)
+                        self._count("http.throttled")
+                    elif status < 400:
+                        self._gate.accepted(ticket)
                     if status == 429:
                         self._count("http.429")
                     if status in REDIRECTS or status == 304:
                         return _Response(status, resp.headers, None, target)
                     if status not in (200, 203):
-                        raise status_failure(url, status, resp.headers, attempt, host)
+                        raise status_failure(url, status, resp.headers, attempt, origin)
                     data, wire = await read_body(url, resp, attempt, self.limits.max_bytes)
                     return _Response(status, resp.headers, data, target)
             except (FetchError, Retryable):
@@ -441,12 +529,23 @@ class Fetcher:
                 if self.metrics is not None:
                     self.metrics.count("http.bytes", wire)
                     self.metrics.record("fetch.web", elapsed_ms, start_ns=start_ns, track="fetch")
+                    self.metrics.record("fetch.wait", waited_ms)
                     self.metrics.record(f"host.{host}.fetch", elapsed_ms)
                     if status in THROTTLE_STATUSES:  # when a host pushed back, for the
                         self.metrics.record("fetch.throttled", elapsed_ms,  # report's timeline
                                             start_ns=start_ns, track="fetch")
         finally:
-            self._gate.release(slot)
+            self._gate.release(ticket)
+
+    def _timer_host(self, name: str) -> str:
+        """The host part of a ``host.<name>.fetch`` timer: one per host, up to
+        ``max_hosts`` of them, then one shared row (100k hosts, not 100k timers)."""
+        if name in self._timed_hosts:
+            return name
+        if len(self._timed_hosts) < self.limits.max_hosts:
+            self._timed_hosts.add(name)
+            return name
+        return OTHER_HOSTS
 
 
 def _timeout_kind(exc: BaseException, limits: FetchLimits) -> str:

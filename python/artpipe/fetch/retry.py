@@ -2,7 +2,9 @@
 
 Only what can succeed later is retried: connection errors, timeouts, bodies
 cut short, 5xx, 408 and 429. The wait is capped exponential backoff with full
-jitter, unless the server said how long (Retry-After on 429/503, capped too).
+jitter, unless the server said how long (Retry-After, capped too). A host that
+asks us to wait (429, or any Retry-After) is not failing: such answers are
+retried until a deadline rather than counted against the attempt limit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from http import HTTPStatus
 from typing import Final
 
 from artpipe.errors import FetchError, HTTPStatusError
-from artpipe.fetch.limits import FetchLimits
+from artpipe.fetch.limits import FetchLimits, Origin
 from artpipe.fetch.messages import fetch_failure
 
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -24,20 +26,29 @@ THROTTLE_STATUSES: Final = frozenset({429, 503})
 
 
 class Retryable(Exception):
-    """This attempt failed in a way a later attempt may not."""
+    """This attempt failed in a way a later attempt may not.
+
+    ``throttle``: the host pushed back (429, 503, or any answer with
+    Retry-After): its window is cut and every request to it pauses.
+    ``patient``: the host asked us to wait (429, or a Retry-After) — the
+    request is retried until the throttle deadline, and the attempt limit for
+    real failures does not count it.
+    """
 
     def __init__(
         self,
         error: FetchError,
         retry_after: float | None = None,
         throttle: bool = False,
-        host: str | None = None,
+        host: Origin | None = None,
+        patient: bool = False,
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
         self.throttle = throttle
-        self.host = host  # the host that answered (a redirect target, maybe)
+        self.host = host  # the origin that answered (a redirect target, maybe)
+        self.patient = patient
 
     def delay(self, attempt: int, limits: FetchLimits) -> float:
         """Seconds before the next attempt: the server's Retry-After, else backoff."""
@@ -76,13 +87,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def status_failure(
-    url: str, status: int, headers: Mapping[str, str], attempt: int, host: str
+    url: str, status: int, headers: Mapping[str, str], attempt: int, host: Origin
 ) -> Exception:
     """The failure for a non-success status: ``Retryable`` or a final ``HTTPStatusError``."""
     if status in RETRY_STATUSES or 500 <= status <= 599:
-        retry_after = None
-        if status in THROTTLE_STATUSES:
-            retry_after = parse_retry_after(headers.get("Retry-After"))
+        retry_after = parse_retry_after(headers.get("Retry-After"))
         if status == 429:
             hint = "the server rate-limits us; lower the concurrency or retry later"
         else:
@@ -90,7 +99,8 @@ def status_failure(
         error = fetch_failure(HTTPStatusError, url, _answered(status), hint,
                               status=status, attempt=attempt)
         return Retryable(error, retry_after=retry_after,
-                         throttle=status in THROTTLE_STATUSES, host=host)
+                         throttle=status in THROTTLE_STATUSES or retry_after is not None,
+                         host=host, patient=status == 429 or retry_after is not None)
     if status == 404 or status == 410:
         hint = "the image is gone; update or remove the URL in the manifest"
     elif status in (401, 403):
@@ -99,6 +109,11 @@ def status_failure(
         hint = "check the URL"
     return fetch_failure(HTTPStatusError, url, _answered(status), hint,
                          status=status, attempt=attempt, note="not retried")
+
+
+def pushes_back(status: int, headers: Mapping[str, str]) -> bool:
+    """Did the host ask us to slow down? (429, 503, or an error with Retry-After)."""
+    return status in THROTTLE_STATUSES or (status >= 400 and "Retry-After" in headers)
 
 
 def _answered(status: int) -> str:
