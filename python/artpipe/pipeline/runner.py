@@ -28,7 +28,7 @@ from artpipe import naming
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
 from artpipe.errors import ArtpipeError, DecodeError, FetchError
-from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits
+from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits, FetchResult
 from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
@@ -205,8 +205,8 @@ class ItemRunner:
         self.metrics = metrics
         self.rows_for = rows_for
         self.settings = settings
-        self._inflight: dict[_FetchKey, asyncio.Future[_Loaded]] = {}
         self._swept: OrderedDict[str, None] = OrderedDict()
+        fetcher.keep = self._keep  # into the cache inside the fetcher's single flight
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
 
     @classmethod
@@ -326,9 +326,10 @@ class ItemRunner:
     async def _fetch(self, planned: planner.PlannedSlot, web: planner.Web) -> _Loaded:
         """Fetch an original once per run, however many items want it.
 
-        Concurrent wants share one in-flight download; later wants read the
-        bytes back from the cache (keeping them in memory would grow with the
-        manifest).
+        Concurrent wants share one in-flight download (the fetcher's single
+        flight, keyed by the normalized URL: the one coalescing layer); later
+        wants read the bytes back from the cache (keeping them in memory would
+        grow with the manifest).
         """
         key = (normalize_url(web.url), web.etag, web.last_modified)
         if web.etag is None and web.last_modified is None and self.cache.contains(web.url):
@@ -345,19 +346,7 @@ class ItemRunner:
             cached = await self._from_cache(planned, web.url)
             if cached is not None:
                 return cached
-        shared = self._inflight.get(key)
-        if shared is not None:
-            return replace(await asyncio.shield(shared), planned=planned)
-        future: asyncio.Future[_Loaded] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            loaded = await self._fetch_network(planned, web)
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            del self._inflight[key]
-        future.set_result(loaded)
+        loaded = await self._fetch_network(planned, web)
         if web.etag is not None or web.last_modified is not None:
             if loaded.error is None:
                 self._revalidated[key] = replace(loaded, data=None)
@@ -378,13 +367,18 @@ class ItemRunner:
                     "(a misbehaving server or proxy); nothing to save — try again later"))
             return _Loaded(planned, etag=result.etag, last_modified=result.last_modified,
                            not_modified=True)
+        return _Loaded(planned, data=result.data, etag=result.etag,
+                       last_modified=result.last_modified)
+
+    async def _keep(self, result: FetchResult) -> None:
+        """Cache a downloaded original (once, however many items wanted it)."""
+        if result.data is None:
+            return
         try:
-            await asyncio.to_thread(self.cache.put, web.url, result.data, etag=result.etag,
+            await asyncio.to_thread(self.cache.put, result.url, result.data, etag=result.etag,
                                     last_modified=result.last_modified)
         except Exception:  # a full or broken cache must not fail the slot:
             self.metrics.count("cache.errors")  # the bytes are in hand; only reuse is lost
-        return _Loaded(planned, data=result.data, etag=result.etag,
-                       last_modified=result.last_modified)
 
     async def _from_cache(self, planned: planner.PlannedSlot, url: str) -> _Loaded | None:
         """The cached original with its validators, or None (missing, corrupt, unreadable)."""
