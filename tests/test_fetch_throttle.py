@@ -14,13 +14,16 @@ import json
 from pathlib import Path
 
 import pytest
+from artpipe import run
+from artpipe.cli import main
 from artpipe.errors import HTTPStatusError
 from artpipe.fetch import Fetcher, FetchLimits
-from artpipe.fetch.limits import OTHER_HOSTS, parse_host_rate, parse_rate
+from artpipe.fetch.limits import OTHER_HOSTS, Origin, parse_host_rate, parse_rate
 from artpipe.metrics import Metrics
+from click.testing import CliRunner
 
 from tests.support.limited import LimitedServer
-from tests.support.server import OK, ImageServer, Status
+from tests.support.server import OK, ImageServer, Status, ThreadedImageServer
 
 FAST = FetchLimits(connect_timeout=5, read_timeout=5, total_timeout=20, backoff_base=0.01,
                    backoff_cap=0.05, retry_after_cap=3, throttle_deadline=60)
@@ -140,8 +143,6 @@ def test_rate_specs_parse_and_bad_ones_say_what_is_expected() -> None:
         parse_host_rate("40/s")
     lim = FetchLimits(rates=(("img.example", 5.0), ("http://127.0.0.1:81", 2.0)),
                       rate_default=9.0)
-    from artpipe.fetch.limits import Origin
-
     assert lim.rate_for(Origin("https", "img.example", 8443)) == 5.0, "a bare host: all ports"
     assert lim.rate_for(Origin("http", "127.0.0.1", 81)) == 2.0
     assert lim.rate_for(Origin("http", "127.0.0.1", 82)) == 9.0
@@ -238,8 +239,6 @@ async def test_a_cancelled_first_caller_hands_over_to_another_spelling(
 
 
 async def test_a_run_fetches_each_normalized_url_once(srv: ImageServer, tmp_path: Path) -> None:
-    from artpipe import run
-
     srv.add_image("/shared.jpg")
     srv.script("/shared.jpg", OK(delay=0.2))
     url = srv.url("/shared.jpg")
@@ -254,3 +253,44 @@ async def test_a_run_fetches_each_normalized_url_once(srv: ImageServer, tmp_path
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics) >= {"timers", "counters", "hosts"}
     assert metrics["hosts"][f"127.0.0.1:{srv.port}"]["window"] == FAST.per_host
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def test_cli_rates_and_throttle_deadline_reach_the_fetcher(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    with ThreadedImageServer() as srv:
+        manifest = tmp_path / "m.jsonl"
+        lines = []
+        for i in range(3):
+            srv.add_image(f"/p{i}.jpg")
+            lines.append(json.dumps({"id": f"m{i}", "type": "movie", "title": f"M{i}",
+                                     "year": 2000, "path": f"Movies/M{i}/M{i}.mkv",
+                                     "art": {"poster": srv.url(f"/p{i}.jpg")}}))
+        manifest.write_text("\n".join(lines) + "\n")
+        result = CliRunner().invoke(main, [
+            "run", str(manifest), "--library", str(library), "--no-html",
+            "--rate", f"127.0.0.1:{srv.port}=50/s", "--rate-default", "5/s",
+            "--throttle-deadline", "30", "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    hosts = json.loads((tmp_path / "m.json").read_text())["hosts"]
+    assert hosts[f"127.0.0.1:{srv.port}"]["rate"] == 50, "its own rate, not the default"
+    assert "window" in result.output and "waited s" in result.output, "the summary shows both"
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--rate", "fast", "HOST=N/s"),
+    ("--rate", "img.example=0/s", "requests per second"),
+    ("--rate-default", "lots", "requests per second"),
+    ("--throttle-deadline", "0", "throttle-deadline"),
+])
+def test_cli_bad_rate_options_are_usage_errors(tmp_path: Path, option: str, value: str,
+                                               says: str) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    result = CliRunner().invoke(main, ["run", str(manifest), "--library", str(tmp_path),
+                                       option, value])
+    assert result.exit_code == 2
+    assert says in result.output

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from artpipe.errors import ArtpipeError
+from artpipe.fetch.limits import parse_host_rate, parse_rate
 from artpipe.models import SlotStatus
 from artpipe.pipeline import options as defaults
 
@@ -40,6 +41,22 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED_SLOTS, EXIT_USAGE = 0, 1, 2
 
 err_console = Console(stderr=True)
+_SUMMARY_HOSTS = 10  # rows of the summary's hosts table
+
+
+def _host_rate(_ctx: click.Context, _param: click.Parameter,
+               value: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    try:
+        return tuple(parse_host_rate(v) for v in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    try:
+        return None if value is None else parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _fail(message: str) -> None:
@@ -96,7 +113,10 @@ class _Display:
         slots = stats.slots
         rate = stats.bytes_written / max(1e-3, time.monotonic() - stats.started) / 1e6
         hosts = sorted(stats.host_rates().items(), key=lambda kv: -kv[1])[:3]
-        per_host = "".join(f" · {name} {r:.0f}/s" for name, r in hosts)
+        windows = stats.host_windows()  # the adaptive window: cut when a host pushes back
+        per_host = "".join(
+            f" · {name} {r:.0f}/s" + (f" ×{windows[name]}" if name in windows else "")
+            for name, r in hosts)
         detail = (
             f"saved {slots['saved']} · unchanged {slots['unchanged']} · "
             f"removed {slots['removed']} · failed {slots['failed'] + stats.bad_lines} · "
@@ -136,12 +156,22 @@ def _summary(console: Console, report: RunReport) -> None:
         highlight=False,
     )
     if report.hosts:
+        # the busiest hosts only: a scraper may touch thousands
+        busiest = sorted(report.hosts.items(), key=lambda kv: -int(kv[1].get("requests", 0)))
         hosts = Table(title="hosts", header_style="bold")
-        for col in ("host", "requests", "MB", "retries", "throttled"):
+        for col in ("host", "requests", "MB", "retries", "throttled", "window", "waited s"):
             hosts.add_column(col, justify="right" if col != "host" else "left")
-        for name, h in sorted(report.hosts.items()):
+        for name, h in busiest[:_SUMMARY_HOSTS]:
+            window = f"{h['window']}" if h.get("window") else ""
+            if h.get("window_min") and h["window_min"] != h.get("window"):
+                window += f" (min {h['window_min']})"
             hosts.add_row(name, str(h.get("requests", 0)), f"{h.get('bytes', 0) / 1e6:.1f}",
-                          str(h.get("retries", 0)), str(h.get("throttled", 0)))
+                          str(h.get("retries", 0)), str(h.get("throttled", 0)), window,
+                          f"{h.get('wait_ms', 0) / 1000:.1f}")
+        if len(busiest) > _SUMMARY_HOSTS:
+            rest = busiest[_SUMMARY_HOSTS:]
+            hosts.caption = (f"and {len(rest)} more rows "
+                             f"({sum(int(h.get('requests', 0)) for _, h in rest)} requests)")
         console.print(hosts)
     if stats.errors:
         console.print("[bold]most common errors[/]")
@@ -210,7 +240,17 @@ def main() -> None:
               type=click.IntRange(1, 1024), help="Downloads in flight, all hosts together.")
 @click.option("--per-host", default=defaults.DEFAULT_PER_HOST, show_default=True,
               type=click.IntRange(1, 256),
-              help="Downloads in flight to one host.")
+              help="Downloads in flight to one host: where its adaptive window starts, "
+                   "and the most it grows back to after the host pushed back.")
+@click.option("--rate", "rates", multiple=True, metavar="HOST=N/s", callback=_host_rate,
+              help="At most N requests a second to HOST (a host name covers all its ports; "
+                   "host:port one). Repeatable.")
+@click.option("--rate-default", metavar="N/s", callback=_rate,
+              help="At most N requests a second to every host without its own --rate.")
+@click.option("--throttle-deadline", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.DEFAULT_THROTTLE_DEADLINE, show_default=True, metavar="SECONDS",
+              help="How long one download keeps waiting while its host throttles "
+                   "(429, Retry-After) before it is failed.")
 @click.option("--executor", default=defaults.DEFAULT_EXECUTOR, show_default=True,
               help="Where images render: thread, process, or dask://HOST:PORT.")
 @click.option("--workers", type=click.IntRange(1, 512),

@@ -48,6 +48,8 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     # host -> requests per second so far; set by the driver once the fetcher exists
     host_rates: Callable[[], dict[str, float]] = field(default=dict, repr=False)
+    # host -> requests it may have in flight now (its adaptive window); set likewise
+    host_windows: Callable[[], dict[str, int]] = field(default=dict, repr=False)
 
     @property
     def failed(self) -> int:

@@ -43,6 +43,7 @@ async def run(items: Items, opts: RunOptions, *, progress: ProgressCallback | No
             driver.stats.host_rates = lambda: {
                 name: h.requests_per_s for name, h in fetcher.host_stats().items()
             }
+            driver.stats.host_windows = fetcher.host_windows
             try:
                 async with aclosing(pipelined(item_iter, runner,
                                               opts.item_workers_for(limits))) as outcomes:

@@ -29,6 +29,7 @@ DEFAULT_BATCH_SIZE: Final = 64
 DEFAULT_CACHE_BYTES: Final = DEFAULT_MAX_BYTES
 DEFAULT_SHARD_SIZE: Final = 2000
 DEFAULT_SHARD_RETRIES: Final = 3
+DEFAULT_THROTTLE_DEADLINE: Final = DEFAULT_LIMITS.throttle_deadline
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,23 @@ class RunOptions:
     shard_retries: int = DEFAULT_SHARD_RETRIES
     extrafanart: str = ExtrafanartStyle.KODI.value
     movie_sets_folder: str | None = None
+    rates: tuple[tuple[str, float], ...] = ()  # (host, req/s), on top of limits.rates
+    rate_default: float | None = None  # req/s for every other host (None: limits')
+    throttle_deadline: float | None = None  # seconds (None: limits', 10 minutes by default)
 
     def __post_init__(self) -> None:
         self.layout()  # a bad naming option stops the run before anything is created
 
     def fetch_limits(self) -> FetchLimits:
-        """``limits`` (or the defaults) with this run's concurrency and per-host limit."""
-        return replace(self.limits or DEFAULT_LIMITS, concurrency=self.concurrency,
-                       per_host=self.per_host)
+        """``limits`` (or the defaults) with this run's concurrency, per-host limit and rates."""
+        base = self.limits or DEFAULT_LIMITS
+        return replace(
+            base, concurrency=self.concurrency, per_host=self.per_host,
+            rates=tuple(self.rates) + base.rates,  # the run's own rates match first
+            rate_default=self.rate_default if self.rate_default is not None
+            else base.rate_default,
+            throttle_deadline=self.throttle_deadline or base.throttle_deadline,
+        )
 
     def item_settings(self) -> ItemSettings:
         """What every item runner of this run shares."""
@@ -130,3 +140,6 @@ class RunOptionsArgs(TypedDict, total=False):
     shard_retries: int
     extrafanart: str
     movie_sets_folder: str | None
+    rates: tuple[tuple[str, float], ...]
+    rate_default: float | None
+    throttle_deadline: float | None
