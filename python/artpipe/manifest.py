@@ -31,7 +31,7 @@ from artpipe.errors import ManifestError
 from artpipe.models import ArtSlot, ArtType, ContentType, Item, SlotProblem
 from artpipe.naming import ALLOWED_ART, path_problem
 
-__all__ = ["iter_manifest", "parse_item", "validate_url"]
+__all__ = ["clean_text", "iter_manifest", "parse_item", "validate_url"]
 
 _TYPES = ", ".join(t.value for t in ContentType)
 _ARTS = ", ".join(a.value for a in ArtType)
@@ -137,10 +137,16 @@ def _items(
             except RecursionError:
                 report("JSON is nested too deeply; an item is one flat object", number)
                 continue
+            except ValueError as exc:  # e.g. an integer past Python's digit limit
+                report(f"invalid JSON ({exc}); fix the line", number, _id_in_text(text))
+                continue
             try:
                 yield parse_item(obj, number)
             except ManifestError as exc:
                 report(str(exc.args[0]), number, exc.item)
+            except RecursionError:  # a value nested just under json's limit
+                report("a value is nested too deeply; an item is one flat object", number,
+                       _id_in_text(text))
 
 
 def _skip_rest_of_line(handle: IO[bytes]) -> int:
@@ -161,7 +167,24 @@ def _id_in_text(text: str) -> str | None:
         found = json.loads(f'"{match.group(1)}"')
     except json.JSONDecodeError:
         return None
-    return found if isinstance(found, str) and found.strip() else None
+    return clean_text(found) if isinstance(found, str) and found.strip() else None
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (``"\\ud800"``: half an emoji) written as escapes.
+
+    JSON may escape them, Python decodes them, but UTF-8 cannot encode them:
+    left in, the SQLite store, the report or the terminal raises on them.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _not_utf8(value: str) -> bool:
+    return clean_text(value) is not value
 
 
 def parse_item(obj: Any, line: int = 0) -> Item:
@@ -174,7 +197,8 @@ def parse_item(obj: Any, line: int = 0) -> Item:
     """
     at = line or None
     readable_id = obj.get("id") if isinstance(obj, dict) else None
-    known_id = readable_id if isinstance(readable_id, str) and readable_id.strip() else None
+    known_id = (clean_text(readable_id) if isinstance(readable_id, str) and readable_id.strip()
+                else None)
 
     def fail(message: str) -> ManifestError:
         return ManifestError(message, line=at, item=known_id)
@@ -185,6 +209,9 @@ def parse_item(obj: Any, line: int = 0) -> Item:
     item_id = obj.get("id")
     if not isinstance(item_id, str) or not item_id.strip():
         raise fail(f'"id" must be a non-empty string, got {_show(item_id)}')
+    if _not_utf8(item_id):
+        raise fail(f'"id" holds a lone UTF-16 surrogate (half a character): {known_id!r}; '
+                   "write it as valid Unicode")
 
     raw_type = obj.get("type")
     try:
@@ -197,6 +224,9 @@ def parse_item(obj: Any, line: int = 0) -> Item:
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
         raise fail(f'"title" must be a string or null, got {_show(title)}')
+    if title is not None and _not_utf8(title):
+        raise fail(f'"title" holds a lone UTF-16 surrogate (half a character): '
+                   f"{clean_text(title)[:80]!r}; write it as valid Unicode")
 
     path = obj.get("path")
     if ctype is ContentType.MOVIESET and path is None and title and title.strip():
@@ -212,6 +242,9 @@ def parse_item(obj: Any, line: int = 0) -> Item:
             f'"path" must be a non-empty string relative to the library root{placed}, '
             f"got {_show(path)}"
         )
+    if _not_utf8(path):
+        raise fail(f'"path" holds a lone UTF-16 surrogate (half a character): '
+                   f"{clean_text(path)[:200]!r}; write it as valid Unicode")
     problem = path_problem(path)
     if problem:
         raise fail(f'"path" {problem}: {path!r}')
@@ -241,9 +274,10 @@ def parse_item(obj: Any, line: int = 0) -> Item:
         try:
             kind = ArtType(key)
         except ValueError:
+            shown = clean_text(str(key))[:80]
             problems.append(SlotProblem(
-                str(key), 0, _raw_url(value),
-                f'unknown art type {key!r} in "art"; use one of {_ARTS}',
+                shown, 0, _raw_url(value),
+                f'unknown art type {shown!r} in "art"; use one of {_ARTS}',
             ))
             continue
         if kind not in ALLOWED_ART[ctype]:
@@ -329,7 +363,7 @@ def _raw_url(value: Any) -> str | None:
     """The URL as written, for the failed row (never fetched)."""
     if isinstance(value, dict):
         value = value.get("url")
-    return value[:_URL_SHOWN] if isinstance(value, str) else None
+    return clean_text(value[:_URL_SHOWN]) if isinstance(value, str) else None
 
 
 def _entry(value: Any, field: str) -> tuple[str, str | None]:
@@ -355,7 +389,7 @@ def _entry(value: Any, field: str) -> tuple[str, str | None]:
 def _url(url: str, field: str) -> str:
     problem = validate_url(url)
     if problem:
-        raise _BadSlot(f"{field} {problem}: {url[:200]!r}")
+        raise _BadSlot(f"{field} {problem}: {clean_text(url[:200])!r}")
     return url
 
 
@@ -365,6 +399,8 @@ def validate_url(url: str) -> str | None:
         return "is empty; give an http(s) URL"
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return "contains whitespace or control characters; percent-encode them"
+    if _not_utf8(url):
+        return "holds a lone UTF-16 surrogate (half a character); percent-encode the URL"
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -376,6 +412,10 @@ def validate_url(url: str) -> str | None:
         return f"has scheme {shown!r}; only http and https URLs are fetched"
     if not host:
         return "has no host; write it as https://host/path"
+    try:
+        host.encode("idna").decode("idna")  # "xn--zz-", "a..b": the HTTP client would raise
+    except UnicodeError as exc:
+        return f"has a host name that cannot be encoded ({exc}); fix the host"
     return None
 
 
@@ -402,7 +442,9 @@ def _show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        text = repr(value)
+        text = repr(clean_text(value))
+    elif isinstance(value, dict | list):
+        text = _kind(value)  # never serialize a nested value: it may be thousands deep
     else:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
+        text = clean_text(json.dumps(value, ensure_ascii=False, default=repr))
     return text if len(text) <= 80 else text[:77] + "..."

@@ -352,7 +352,7 @@ class Fetcher:
         except (ValueError, TypeError) as exc:
             raise fetch_failure(FetchError, url, f"{url!r} is not a valid URL ({exc})",
                                 "fix the URL in the manifest") from exc
-        if start.scheme not in ("http", "https") or not start.host:
+        if start.scheme not in ("http", "https") or not start.raw_host:
             raise fetch_failure(FetchError, url, "only http and https URLs with a host can be "
                                 "downloaded", "fix the URL in the manifest")
         headers: dict[str, str] = {}
@@ -433,6 +433,13 @@ class Fetcher:
         """One attempt: request ``start`` and follow up to max_redirects redirects."""
         current = start
         for _hop in range(self.limits.max_redirects + 1):
+            problem = host_problem(current)
+            if problem is not None:  # getaddrinfo would raise UnicodeError outside any handler
+                raise fetch_failure(
+                    FetchError if current is start else RedirectError, url,
+                    f"{'redirect to ' if current is not start else ''}{current} {problem}",
+                    "fix the URL in the manifest" if current is start else "use another URL",
+                    attempt=attempt)
             resp = await self._request(url, current, headers, attempt)
             if resp.status not in REDIRECTS:
                 return resp
@@ -449,7 +456,7 @@ class Fetcher:
                 raise fetch_failure(
                     RedirectError, url, f"redirect to an invalid location {location!r}",
                     "use another URL", status=status, attempt=attempt) from exc
-            if target.scheme not in ("http", "https") or not target.host:
+            if target.scheme not in ("http", "https") or not target.raw_host:
                 raise fetch_failure(
                     RedirectError, url, f"redirect to {location!r} refused — only http and "
                     "https are followed", "use a direct http(s) URL to the image",
@@ -546,6 +553,21 @@ class Fetcher:
             self._timed_hosts.add(name)
             return name
         return OTHER_HOSTS
+
+
+def host_problem(url: URL) -> str | None:
+    """Why ``url``'s host can never be looked up (IDNA cannot encode it), or None.
+
+    ``xn--zz-`` or ``a..b`` parse as URLs, but yarl's ``URL.host`` (IDNA decode)
+    or the resolver (IDNA encode) raises ``UnicodeError``; checked before every
+    hop touches either, so such a host fails its slot instead of the run.
+    """
+    host = url.raw_host or ""
+    try:
+        host.encode("idna").decode("idna")
+    except UnicodeError as exc:
+        return f"has a host name that cannot be encoded ({exc})"
+    return None
 
 
 def _timeout_kind(exc: BaseException, limits: FetchLimits) -> str:

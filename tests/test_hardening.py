@@ -1,0 +1,92 @@
+"""Hardening: one hostile input, file or fault fails at most its slot or line.
+
+Each test reproduces one attack from issue 15 against the real engine (a
+loopback server, generated files) and checks the rule it broke: the run goes
+on, the other items are saved, and the bad one becomes one clear failed row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from artpipe import pipeline
+from artpipe.store import Store, default_db_path
+
+from tests.support.server import ImageServer, Redirect
+
+BAD_HOSTS = ("http://xn--zz-/x.jpg", "http://a..b/x.jpg")
+
+
+def write_manifest(path: Path, lines: list[str | dict[str, Any]]) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                            for line in lines), encoding="utf-8")
+    return path
+
+
+def report_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def movie(item_id: str, art: dict[str, Any]) -> dict[str, Any]:
+    return {"id": item_id, "type": "movie", "path": f"{item_id}/{item_id}.mkv", "art": art}
+
+
+# -- class 1: whole-run crashes from one input ---------------------------------------------
+
+
+async def test_host_idna_cannot_encode_fails_only_its_slot(srv: ImageServer,
+                                                           tmp_path: Path) -> None:
+    """A redirect to, or a manifest URL with, a host IDNA cannot encode fails one slot."""
+    for n, bad in enumerate(BAD_HOSTS):
+        srv.script(f"/r{n}.jpg", then=Redirect(bad))
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        movie("a", {"poster": srv.url("/r0.jpg"), "fanart": srv.url("/ok.jpg")}),
+        movie("b", {"poster": srv.url("/r1.jpg"), "banner": BAD_HOSTS[0]}),
+        movie("c", {"poster": BAD_HOSTS[1]}),
+    ])
+    report = await pipeline.run(manifest, library, report=tmp_path / "r.jsonl")
+    assert report.summary()["saved"] == 1
+    assert report.summary()["failed"] == 4
+    failed = [r for r in report_rows(tmp_path / "r.jsonl") if r["status"] == "failed"]
+    assert all("cannot be encoded" in r["error"] for r in failed), failed
+    assert (library / "a" / "a-fanart.jpg").is_file()
+
+
+async def test_poisoned_manifest_lines_fail_only_their_line(srv: ImageServer,
+                                                            tmp_path: Path) -> None:
+    """Lone surrogates, deep nesting and huge integers fail their line, and never roll
+    back the store rows of the good items in the same batch."""
+    ok = [movie(f"ok{n}", {"poster": srv.url(f"/ok{n}.jpg")}) for n in range(3)]
+    poison = [
+        '{"id": "s\\ud800", "type": "movie", "path": "S/s.mkv"}',
+        '{"id": "t", "type": "movie", "title": "x\\udfff", "path": "T/t.mkv"}',
+        '{"id": "u", "type": "movie", "path": "U\\ud800/u.mkv"}',
+        '{"id": "n", "type": "movie", "path": "N/n.mkv", "year": ' + "9" * 5000 + "}",
+        '{"id": "d", "type": "movie", "path": "D/d.mkv", "x": ' + "[" * 50_000
+        + "]" * 50_000 + "}",
+        '{"id": "e", "type": "movie", "path": "E/e.mkv", "title": ' + "[" * 900
+        + "]" * 900 + "}",
+    ]
+    slot_poison = [
+        '{"id": "v", "type": "movie", "path": "V/v.mkv", "art": {"poster": '
+        '"http://h.example/\\ud800.jpg"}}',
+        '{"id": "w", "type": "movie", "path": "W/w.mkv", "art": {"\\ud800": '
+        '"http://h.example/x.jpg"}}',
+    ]
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl",
+                              [ok[0], *poison, ok[1], *slot_poison, ok[2]])
+    report = await pipeline.run(manifest, library, report=tmp_path / "r.jsonl")
+    assert report.stats.bad_lines == len(poison)
+    assert report.summary()["saved"] == 3
+    assert report.summary()["failed"] == 2
+    rows = report_rows(tmp_path / "r.jsonl")
+    assert len(rows) == 3 + len(poison) + 2
+    with Store(default_db_path(library)) as store:
+        ids = {row.id for row in store.items()}
+    assert {"ok0", "ok1", "ok2", "v", "w"} <= ids
