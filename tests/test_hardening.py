@@ -8,9 +8,11 @@ on, the other items are saved, and the bad one becomes one clear failed row.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from artpipe import pipeline
 from artpipe.store import Store, default_db_path
 
@@ -90,3 +92,42 @@ async def test_poisoned_manifest_lines_fail_only_their_line(srv: ImageServer,
     with Store(default_db_path(library)) as store:
         ids = {row.id for row in store.items()}
     assert {"ok0", "ok1", "ok2", "v", "w"} <= ids
+
+
+async def test_corrupt_store_is_set_aside_and_the_run_goes_on(
+        srv: ImageServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A corrupt artpipe.db is kept under another name, a fresh one started, and said so."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [movie("a", {"poster": srv.url("/a.jpg")})])
+    await pipeline.run(manifest, library)
+    db = default_db_path(library)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    db.write_bytes(b"not a database " * 100)
+    with caplog.at_level(logging.WARNING, logger="artpipe"):
+        report = await pipeline.run(manifest, library)
+    assert report.exit_code == 0
+    aside = [p for p in db.parent.iterdir() if p.name.startswith("artpipe.db.corrupt-")]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")
+    assert "is corrupt" in caplog.text and aside[0].name in caplog.text
+    with Store(db) as store:
+        assert [row.item for row in store.all_artwork()] == ["a"]
+
+
+async def test_corrupt_cache_index_is_rebuilt(
+        srv: ImageServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The cache is only a cache: a corrupt index empties it, with a warning, not a refusal."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [movie("a", {"poster": srv.url("/a.jpg")})])
+    await pipeline.run(manifest, library)
+    index = library / ".artpipe" / "cache" / "index.sqlite"
+    for extra in ("-wal", "-shm"):
+        Path(f"{index}{extra}").unlink(missing_ok=True)
+    index.write_bytes(b"\0garbage" * 512)
+    (library / "a" / "a-poster.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger="artpipe"):
+        report = await pipeline.run(manifest, library)
+    assert report.summary()["saved"] == 1
+    assert "cache index" in caplog.text and "corrupt" in caplog.text

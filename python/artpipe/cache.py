@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -40,6 +42,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 """The cache's size cap unless the run passes ``cache_bytes``."""
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_S = 3600.0  # temp files older than this were left by a killed process
+log = logging.getLogger("artpipe")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -103,17 +106,49 @@ class Cache:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._clock = itertools.count()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.directory / "index.sqlite",
+        index = self.directory / "index.sqlite"
+        try:
+            self._db: sqlite3.Connection | None = self._open(index)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, unwritable: not damage
+                raise
+            # The cache is only a cache: start it again rather than refuse the run.
+            self._reset(index, exc)
+            self._db = self._open(index)
+        self._total = self._blob_bytes()
+        self._remove_stale_temps()
+
+    @staticmethod
+    def _open(index: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            index,
             check_same_thread=False,
             isolation_level=None,  # autocommit; multi-statement changes use BEGIN
             timeout=30.0,
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._total = self._blob_bytes()
-        self._remove_stale_temps()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            problem = db.execute("PRAGMA quick_check").fetchone()
+            if problem is not None and problem[0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({problem[0]})")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _reset(self, index: Path, exc: sqlite3.DatabaseError) -> None:
+        """Drop a corrupt index and the blobs it described (nothing else can name them)."""
+        for name in (index.name, f"{index.name}-wal", f"{index.name}-shm"):
+            try:
+                (index.parent / name).unlink()
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(self._blobs, ignore_errors=True)
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        log.warning("warning: the download cache index %s was corrupt (%s); the cache was "
+                    "emptied and starts again (images are downloaded once more)", index, exc)
 
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:

@@ -17,6 +17,7 @@ only when the stat disagrees (docs/changed-files.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 from artpipe.errors import StoreError
 
 SCHEMA_VERSION = 2
+log = logging.getLogger("artpipe")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -100,20 +102,60 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.set_aside: Path | None = None  # where a corrupt database was moved, if one was
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise
+                self.set_aside = self._set_aside(exc)
+                self._db = self._open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open the artpipe database {self.path}: {exc}; "
                 "check the folder is writable, or pass --db to put it elsewhere"
             ) from exc
         self._in_tx = False
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # a damaged page would otherwise surface mid-run, inside some batch
+            problem = db.execute("PRAGMA quick_check").fetchone()
+            if problem is not None and problem[0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({problem[0]})")
+            db.executescript(_SCHEMA)
+            self._db = db
+            self._migrate()
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> Path:
+        """Keep a corrupt database (it may be recoverable by hand) and start a fresh one.
+
+        The records are only what artpipe wrote; without them the next run
+        compares nothing, downloads each image once more and rewrites it —
+        the library files themselves are untouched.
+        """
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        for extra in ("-wal", "-shm"):
+            try:
+                os.replace(f"{self.path}{extra}", f"{aside}{extra}")
+            except FileNotFoundError:
+                pass
+        log.warning(
+            "warning: the artpipe database %s is corrupt (%s); it was moved to %s and a new "
+            "one started, so this run downloads each image once more and rewrites its file",
+            self.path, exc, aside)
+        return aside
 
     def _migrate(self) -> None:
         """Add the columns a database from an older artpipe lacks. Its rows hold NULL
@@ -245,6 +287,14 @@ class Store:
     def items(self) -> list[ItemRow]:
         cur = self._db.execute("SELECT id, type, title, path FROM items ORDER BY id")
         return [ItemRow(*r) for r in cur.fetchall()]
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Damage, not a lock or a permission problem (those are the user's to fix)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
 def default_db_path(library: str | os.PathLike[str]) -> Path:
