@@ -131,3 +131,28 @@ async def test_corrupt_cache_index_is_rebuilt(
         report = await pipeline.run(manifest, library)
     assert report.summary()["saved"] == 1
     assert "cache index" in caplog.text and "corrupt" in caplog.text
+
+
+# -- class 6: items that collide ------------------------------------------------------------
+
+
+def test_numbered_files_artpipe_never_wrote_are_not_surplus(tmp_path: Path) -> None:
+    """A hand-placed fanart5.jpg, or one numbered past any integer column, is left alone
+    when the list shrinks: only files the store recorded are removed as surplus."""
+    from artpipe.manifest import parse_item
+    from artpipe.models import ArtType
+    from artpipe.plan import Recorded, Remove, plan_item
+
+    from tests.test_plan import World
+
+    world = World(tmp_path / "lib")
+    folder = world.library / "Movies" / "A"
+    folder.mkdir(parents=True)
+    for name in ("A-fanart2.jpg", "A-fanart5.jpg", "A-fanart99999999999999999999.jpg"):
+        (folder / name).write_bytes(b"placed by hand")
+    world.records[("a", ArtType.EXTRAFANART, 2)] = Recorded("https://img.example/2.jpg")
+    line = {"id": "a", "type": "movie", "path": "Movies/A/A.mkv",
+            "art": {"extrafanart": ["https://img.example/1.jpg"]}}
+    plan = plan_item(parse_item(line), world.library, world)
+    assert [p.slot.index for p in plan.slots if isinstance(p.source, Remove)] == [2]
+    assert plan.errors == ()

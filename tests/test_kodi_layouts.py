@@ -446,14 +446,16 @@ def test_unsupported_art_fails_its_slot_and_a_rejected_line_keeps_its_id(tmp_pat
 def test_a_failed_list_entry_keeps_its_existing_file(tmp_path: Path) -> None:
     """Entry 2 of 2 has a bad URL: its old file is kept, not removed as surplus."""
     from artpipe.manifest import parse_item
-    from artpipe.plan import Remove, plan_item
+    from artpipe.models import ArtType
+    from artpipe.plan import Recorded, Remove, plan_item
 
     from tests.test_plan import World
 
     world = World(tmp_path / "lib")
     old = world.library / "Movies/A/A-fanart2.jpg"
     old.parent.mkdir(parents=True)
-    old.write_bytes(b"old")
+    old.write_bytes(b"old")  # artpipe's own (recorded): only such a file is ever surplus
+    world.records[("a", ArtType.EXTRAFANART, 2)] = Recorded("https://img.example/2.jpg")
     urls = ["https://img.example/1.jpg", "javascript:alert(1)"]
     line = {"id": "a", "type": "movie", "path": "Movies/A/A.mkv", "art": {"extrafanart": urls}}
     plan = plan_item(parse_item(line), world.library, world)

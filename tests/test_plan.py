@@ -29,7 +29,7 @@ Teeth (checked by hand on a copy of the package, 2026-11-25, ci profile):
   the state machine; ignoring ``keep_changed`` fails the same tests' kept
   variants;
 - skipping the surplus removals in ``plan_item`` fails ``test_scenario3_*``,
-  ``test_surplus_found_only_on_disk_or_only_in_the_store_is_removed``,
+  ``test_surplus_only_in_the_store_is_removed_never_a_file_artpipe_did_not_write``,
   invariant 4 and the state machine.
 """
 
@@ -640,7 +640,8 @@ def test_scenario3_extrafanart_and_extrathumb_are_planned_like_any_other_slot(
     assert not list(world.recorded_indexes(item, art))
 
 
-def test_surplus_found_only_on_disk_or_only_in_the_store_is_removed(world: World) -> None:
+def test_surplus_only_in_the_store_is_removed_never_a_file_artpipe_did_not_write(
+        world: World) -> None:
     item = movie({"extrafanart": [URLS[0]]})
     simulate_run(plan_item(item, world.library, world), world)
     on_disk_only = target_path(world.library, item, ArtType.EXTRAFANART, 4)
@@ -649,12 +650,11 @@ def test_surplus_found_only_on_disk_or_only_in_the_store_is_removed(world: World
     plan = plan_item(item, world.library, world)
     check_plan(plan, world)
     by_index = {p.slot.index: p.source for p in plan.slots}
-    assert set(by_index) == {1, 2, 4}
+    assert set(by_index) == {1, 2}  # 4 was never artpipe's: not surplus, not removed
     assert isinstance(by_index[1], LocalFile)
     assert isinstance(by_index[2], Nothing)  # recorded, file already gone: forget it
-    assert by_index[4] == Remove(on_disk_only)
     simulate_run(plan, world)
-    assert not on_disk_only.exists()
+    assert on_disk_only.read_bytes() == b"left by another tool"
     assert sorted(world.recorded_indexes(item, ArtType.EXTRAFANART)) == [1]
 
 
@@ -858,8 +858,11 @@ def test_second_plan_after_a_run_has_nothing_to_do(
         for a in item.lists:
             keep = sum(1 for s in item.slots if s.art is a)
             surplus = {i for (art_, i) in kept if art_ == a.value and i > keep}
+            # a numbered file the store never recorded is not artpipe's to remove
+            unowned = {i for (art_, i) in files if art_ is a and i > keep
+                       and (art_, i) not in records}
             on_disk = list_indexes_on_disk(world.library, item, a)
-            assert on_disk == sorted(set(range(1, keep + 1)) | surplus)
+            assert on_disk == sorted(set(range(1, keep + 1)) | surplus | unowned)
         second = plan_item(item, world.library, world, keep_changed=keep_changed)
         check_plan(second, world, keep_changed=keep_changed)
         assert second.web == ()

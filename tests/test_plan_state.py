@@ -180,6 +180,12 @@ class PlanMachine(RuleBasedStateMachine):
             if self.world.state(item, p).changed
         }
         kept = changed if keep_changed else {}
+        # numbered files artpipe never recorded are not its to remove as surplus
+        unowned = {
+            art: set(list_indexes_on_disk(self.world.library, item, art))
+            - set(self.world.recorded_indexes(item, art))
+            for art in item.lists
+        }
         stats = simulate_run(plan, self.world)
         assert all(n == 1 for n in stats.requests.values()), "a URL was fetched twice"
         assert set(stats.requests) == plan.urls
@@ -199,6 +205,7 @@ class PlanMachine(RuleBasedStateMachine):
         for art in item.lists:
             keep = sum(1 for s in item.slots if s.art is art)
             surplus = {i for (a, i) in kept if a == art.value and i > keep}
+            surplus |= {i for i in unowned[art] if i > keep}
             on_disk = list_indexes_on_disk(self.world.library, item, art)
             assert on_disk == sorted(set(range(1, keep + 1)) | surplus)
             assert all(i <= keep or i in surplus for i in self.world.recorded_indexes(item, art))

@@ -189,13 +189,15 @@ def list_indexes_on_disk(
     """The N of the numbered files of list art ``art`` that exist now, sorted.
 
     Only canonical numbers count (``fanart3.jpg``, not ``fanart03.jpg``), so a
-    file artpipe did not name is never taken for one of its entries.
+    file artpipe did not name is never taken for one of its entries; nor does a
+    number no list could reach (``fanart99999999999999999999.jpg``), which
+    would not fit the store's integer column.
     """
     if not art.is_list:
         raise ValueError(f"{art.value} is not a list art (extrafanart, extrathumb)")
     folder_rel, prefix, suffix = _name_parts(library, item, art, layout or _DEFAULT_LAYOUT)
     folder = _checked(library, folder_rel, f"{item.label}: {art.value} folder", folder=True)
-    pattern = re.compile(re.escape(prefix) + r"([1-9][0-9]*)" + re.escape(suffix))
+    pattern = re.compile(re.escape(prefix) + r"([1-9][0-9]{0,8})" + re.escape(suffix))
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):

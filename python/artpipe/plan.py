@@ -360,9 +360,10 @@ def plan_item(
 
     Slots the manifest does not mention are left alone. For every list art the
     manifest gave (``item.lists``), numbered files beyond the new length that
-    the store recorded or that exist on disk get a removal slot; an entry the
-    manifest gave but could not use (``item.problems``) still counts, so its
-    existing file is kept. Unsafe paths become ``SlotError``s; nothing here
+    the store recorded get a removal slot; a numbered file artpipe never wrote
+    (placed by hand, another tool's) is not artpipe's to delete, so it stays.
+    An entry the manifest gave but could not use (``item.problems``) still
+    counts, so its existing file is kept. Unsafe paths become ``SlotError``s; nothing here
     raises for a single bad slot. ``layout`` holds the run's naming choices;
     ``keep_changed`` keeps files changed outside artpipe (see ``resolve``).
     """
@@ -388,12 +389,10 @@ def plan_item(
             default=0,
         )
         surplus = {n for n in facts.recorded_indexes(item, art) if n > keep}
-        try:
-            on_disk = naming.list_indexes_on_disk(library, item, art, layout=layout)
-            surplus.update(n for n in on_disk if n > keep)
-        except ArtpipeError as exc:
-            # already reported on the list's own entries when it has any
-            if not any(e.slot.art is art for e in errors):
+        if not surplus and not any(e.slot.art is art for e in errors):
+            try:  # a list on an unsafe path says so even when it has nothing to remove
+                naming.target_path(library, item, art, keep + 1, layout=layout)
+            except ArtpipeError as exc:
                 errors.append(SlotError(ArtSlot(art, keep + 1, None), exc))
         for index in sorted(surplus):
             add(ArtSlot(art, index, None))
