@@ -383,6 +383,7 @@ _REASONS: tuple[tuple[str, re.Pattern[str]], ...] = (
                         r"cannot remove|cannot write|disk|the old file \(if any\) was kept",
                         re.I)),
     ("connection", re.compile(r"connection failed|body ended early|connection", re.I)),
+    ("render worker", re.compile(r"render worker failed|bug in \w+|please report it")),
 )
 
 
