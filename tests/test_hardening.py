@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from artpipe import pipeline
+from artpipe.cli import safe
+from artpipe.errors import ArtpipeError
 from artpipe.store import Store, default_db_path
 
 from tests.support.server import ImageServer, Redirect
@@ -156,3 +160,57 @@ def test_numbered_files_artpipe_never_wrote_are_not_surplus(tmp_path: Path) -> N
     plan = plan_item(parse_item(line), world.library, world)
     assert [p.slot.index for p in plan.slots if isinstance(p.source, Remove)] == [2]
     assert plan.errors == ()
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "artpipe", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_markup_and_control_characters_from_a_manifest_are_escaped(tmp_path: Path) -> None:
+    """An art key with rich markup crashed the summary; an ESC reached the terminal raw."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        movie("a", {"[/bold][bold red]poster\x1b]0;pwned\x07": "http://h.example/p.jpg"}),
+        {"id": "\x1b[2J\x1b[31mb", "type": "bogus", "path": "B/b.mkv"},
+    ])
+    proc = run_cli("run", manifest, "--library", library, "--no-html")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr
+    assert "[/bold][bold red]poster" in proc.stdout  # shown as written, not as styling
+    assert safe("[/]\x1b[2J\x9b") == "\\[/]\\x1b[2J\\x9b"  # "[2J" is no tag: left as is
+
+
+# -- class 7: worker and signal faults ------------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["--report", "--metrics", "--trace", "--html"])
+def test_an_output_aliasing_the_manifest_is_refused_before_any_write(
+        tmp_path: Path, output: str) -> None:
+    """``--report manifest.jsonl`` truncated the manifest before its first line was read."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [movie("a", {})])
+    before = manifest.read_bytes()
+    alias = tmp_path / "alias.jsonl"
+    alias.symlink_to(manifest)
+    proc = run_cli("run", manifest, "--library", library, output, alias)
+    assert proc.returncode == 2
+    assert "same file as the manifest" in proc.stderr, proc.stderr
+    assert manifest.read_bytes() == before
+    assert not (library / ".artpipe").exists()  # nothing was created either
+
+
+async def test_outputs_on_each_other_or_the_database_are_refused(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [movie("a", {})])
+    out = tmp_path / "out.json"
+    with pytest.raises(ArtpipeError, match=r"--trace .* is the same file as --metrics"):
+        await pipeline.run(manifest, library, metrics=out, trace=out)
+    db = tmp_path / "db.sqlite"
+    with pytest.raises(ArtpipeError, match=r"--report .* is the same file as --db"):
+        await pipeline.run(manifest, library, db=db, report=db)
+    assert not db.exists() and not out.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,6 +43,20 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED_SLOTS, EXIT_USAGE = 0, 1, 2
 
 err_console = Console(stderr=True)
+# C0 and C1 controls and DEL: an ESC from a manifest could recolour, retitle or clear the
+# terminal; everything from outside is shown with these written as escapes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: object) -> str:
+    """``text`` (from a manifest, a server or a file name) ready for rich markup.
+
+    Square brackets are escaped, so an art key ``[bold red]`` prints as
+    itself instead of styling (or, unbalanced, crashing) the summary, and
+    control characters are shown as ``\\x1b`` rather than sent raw.
+    """
+    shown = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
+    return escape(shown)
 _SUMMARY_HOSTS = 10  # rows of the summary's hosts table
 
 
@@ -61,7 +77,7 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> fl
 
 def _fail(message: str) -> None:
     """One line on stderr, exit 2: for mistakes the user can fix."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -115,7 +131,7 @@ class _Display:
         hosts = sorted(stats.host_rates().items(), key=lambda kv: -kv[1])[:3]
         windows = stats.host_windows()  # the adaptive window: cut when a host pushes back
         per_host = "".join(
-            f" · {name} {r:.0f}/s" + (f" ×{windows[name]}" if name in windows else "")
+            f" · {safe(name)} {r:.0f}/s" + (f" ×{windows[name]}" if name in windows else "")
             for name, r in hosts)
         detail = (
             f"saved {slots['saved']} · unchanged {slots['unchanged']} · "
@@ -165,7 +181,7 @@ def _summary(console: Console, report: RunReport) -> None:
             window = f"{h['window']}" if h.get("window") else ""
             if h.get("window_min") and h["window_min"] != h.get("window"):
                 window += f" (min {h['window_min']})"
-            hosts.add_row(name, str(h.get("requests", 0)), f"{h.get('bytes', 0) / 1e6:.1f}",
+            hosts.add_row(safe(name), str(h.get("requests", 0)), f"{h.get('bytes', 0) / 1e6:.1f}",
                           str(h.get("retries", 0)), str(h.get("throttled", 0)), window,
                           f"{h.get('wait_ms', 0) / 1000:.1f}")
         if len(busiest) > _SUMMARY_HOSTS:
@@ -176,7 +192,7 @@ def _summary(console: Console, report: RunReport) -> None:
     if stats.errors:
         console.print("[bold]most common errors[/]")
         for message, n in stats.errors.most_common(5):
-            console.print(f"  {n} × {message}", highlight=False)
+            console.print(f"  {n} × {safe(message)}", highlight=False)
 
 
 def _run_engine(manifest: Path, library: Path, quiet: bool, total: int | None,
@@ -310,6 +326,8 @@ def run(manifest: Path, library: Path, quiet: bool, html: Path | None, no_html: 
         html = html or report_html.default_html_path(library)
         for key, default in report_html.default_run_files(library).items():
             options[key] = options[key] or default  # the page is built from these
+    _check_outputs(manifest, library, html, options)
+    if not no_html:
         report_html.state_dir(library).mkdir(exist_ok=True)
     total = None if quiet else _count_lines(manifest)
     options = {k: v for k, v in options.items() if v is not None}
@@ -317,6 +335,19 @@ def run(manifest: Path, library: Path, quiet: bool, html: Path | None, no_html: 
     if html is not None and not no_html:
         _write_page(report, html, quiet)
     sys.exit(report.exit_code)
+
+
+def _check_outputs(manifest: Path, library: Path, html: Path | None,
+                   options: dict[str, Any]) -> None:
+    """An output on the manifest, the database or another output: refused before any write."""
+    from artpipe.pipeline import RunOptions, check_outputs
+
+    try:
+        check_outputs(manifest, RunOptions(
+            library=library, db=options.get("db"), report=options.get("report"),
+            metrics=options.get("metrics"), trace=options.get("trace")), html=html)
+    except ArtpipeError as exc:
+        _fail(str(exc))
 
 
 def _write_page(report: RunReport, html: Path, quiet: bool) -> None:
@@ -335,7 +366,7 @@ def _write_page(report: RunReport, html: Path, quiet: bool) -> None:
     except ArtpipeError as exc:
         _fail(str(exc))
     if not quiet:
-        Console().print(f"page:     {built.path}", highlight=False, soft_wrap=True)
+        Console().print(f"page:     {safe(built.path)}", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -384,10 +415,10 @@ def demo(directory: Path, quiet: bool) -> None:
         _fail(str(exc))
     if not quiet:
         _summary(console, report)
-        console.print(f"library:  {directory}")
-        console.print(f"manifest: {manifest}")
+        console.print(f"library:  {safe(directory)}")
+        console.print(f"manifest: {safe(manifest)}")
         for name, path in outputs.items():
-            console.print(f"{name + ':':9} {path}")
+            console.print(f"{name + ':':9} {safe(path)}")
     _write_page(report, state / "report.html", quiet)
     if not quiet:
         console.print("Open the trace in https://ui.perfetto.dev (load the file; it stays local).")
@@ -431,18 +462,19 @@ def report(library: Path, out: Path | None) -> None:
                 type=click.Path(path_type=Path, dir_okay=False))
 def probe(files: tuple[Path, ...]) -> None:
     """Print format and size of image FILES (header only; nothing is decoded)."""
-    from artpipe.image import probe as probe_image
+    from artpipe.image import probe_file
 
     status = EXIT_OK
     for path in files:
-        try:
-            info = probe_image(path.read_bytes())
+        try:  # a bounded read: a 3 GB file costs 4 MB, a FIFO is refused, not waited on
+            info = probe_file(path)
         except OSError as exc:
-            err_console.print(f"{path}: cannot read: {exc.strerror or exc}", highlight=False)
+            err_console.print(f"{safe(path)}: cannot read: {safe(exc.strerror or exc)}",
+                              highlight=False)
             status = EXIT_FAILED_SLOTS
             continue
         except ArtpipeError as exc:
-            err_console.print(f"{path}: {exc}", highlight=False)
+            err_console.print(f"{safe(path)}: {safe(exc)}", highlight=False)
             status = EXIT_FAILED_SLOTS
             continue
         orient = f" orientation {info.orientation}" if info.orientation != 1 else ""
@@ -460,8 +492,6 @@ def doctor(as_json: bool) -> None:
     extension, image formats and the pixel limit. Paste it into bug reports.
     Exits 1 when something makes artpipe slower than it should be.
     """
-    from rich.markup import escape
-
     from artpipe import doctor as doctor_facts
 
     facts = doctor_facts.facts()

@@ -29,6 +29,7 @@ from artpipe.pipeline.driver import (
     RunReport,
     RunStats,
     StoreSink,
+    check_outputs,
     iter_items,
     make_executor,
     open_driver,
@@ -54,6 +55,7 @@ async def run(
     (or a Dask client's executor) runs on that cluster; anything else runs here.
     """
     opts = RunOptions(library=Path(library), **options)
+    check_outputs(items, opts)
     if cluster.wants_cluster(opts.executor):
         return await cluster.run(items, opts, progress=progress)
     return await local.run(items, opts, progress=progress)
@@ -72,6 +74,7 @@ __all__ = [
     "RunStats",
     "SlotResult",
     "StoreSink",
+    "check_outputs",
     "iter_items",
     "make_executor",
     "open_driver",

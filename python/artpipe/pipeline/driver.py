@@ -103,6 +103,43 @@ def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Exe
     )
 
 
+def check_outputs(items: Items, opts: RunOptions, *, html: Path | None = None) -> None:
+    """Refuse a run whose output files alias its inputs or each other, before any is written.
+
+    ``--report manifest.jsonl`` would truncate the manifest before its first
+    line is read; ``--metrics`` on the database would replace it with JSON; two
+    outputs on one file keep only the last. Paths are compared after following
+    links (and by inode, for hard links).
+    """
+    library = Path(os.path.realpath(opts.library))
+    inputs: dict[str, Path] = {"--db": opts.db or default_db_path(library)}
+    if isinstance(items, str | os.PathLike):
+        inputs["the manifest"] = Path(items)
+    outputs = {f"--{name}": path for name, path in
+               (("report", opts.report), ("metrics", opts.metrics), ("trace", opts.trace),
+                ("html", html)) if path is not None}
+    seen: dict[object, str] = {}
+    for name, path in [*inputs.items(), *outputs.items()]:
+        for key in _file_keys(Path(path)):
+            other = seen.get(key)
+            if other is not None and (name in outputs or other in outputs):
+                raise ArtpipeError(
+                    f"{name} {path} is the same file as {other}; writing it would destroy "
+                    "that file — give each output its own path")
+            seen.setdefault(key, name)
+
+
+def _file_keys(path: Path) -> list[object]:
+    """What identifies a file: its resolved path, and its inode when it exists."""
+    keys: list[object] = [os.path.realpath(path)]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return keys
+    keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
 def iter_items(
     items: Items,
     on_error: Callable[[ManifestError], None],
