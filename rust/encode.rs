@@ -7,8 +7,8 @@
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 
-use crate::decode::Pixels;
 use crate::error::{CoreError, CoreResult};
+use crate::pixels::Pixels;
 
 /// Output formats the core writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,8 @@ fn encode_png(pixels: &View<'_>) -> CoreResult<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, probe, Format};
+    use crate::decode::decode;
+    use crate::probe::{probe, Format};
 
     fn gradient(w: u32, h: u32, channels: u8) -> Pixels {
         let mut data = Vec::new();

@@ -10,8 +10,14 @@ pub mod build_info;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod jpeg;
+pub mod pixels;
+pub mod probe;
 pub mod render;
 pub mod resize;
+pub mod scans;
+#[cfg(test)]
+mod test_images;
 pub mod write;
 pub mod yuv;
 
@@ -78,7 +84,7 @@ mod _core {
     #[pyfunction]
     fn probe(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<(&'static str, u32, u32, u8)> {
         let bytes = data.as_bytes();
-        let header = detached(py, "probe", || crate::decode::probe(bytes))?;
+        let header = detached(py, "probe", || crate::probe::probe(bytes))?;
         Ok((
             header.format.name(),
             header.width,
@@ -91,7 +97,7 @@ mod _core {
     #[pyfunction]
     fn sniff(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Option<&'static str>> {
         let bytes = data.as_bytes();
-        let format = detached(py, "sniff", || Ok(crate::decode::sniff(bytes).ok()))?;
+        let format = detached(py, "sniff", || Ok(crate::probe::sniff(bytes).ok()))?;
         Ok(format.map(|f| f.name()))
     }
 
@@ -119,13 +125,15 @@ mod _core {
     }
 
     /// Render and write atomically: (path, format, width, height, bytes, sha256, passthrough).
+    /// With `root`, no folder below it is followed if it is a link (see `write.rs`).
     #[pyfunction]
-    #[pyo3(signature = (data, path, *, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
-    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn write_image(
         py: Python<'_>,
         data: &Bound<'_, PyBytes>,
         path: PathBuf,
+        root: Option<PathBuf>,
         max_size: Option<(u32, u32)>,
         format: Option<&str>,
         quality: u8,
@@ -134,7 +142,11 @@ mod _core {
         let req = request(max_size, format, quality, max_pixels)?;
         let bytes = data.as_bytes();
         let saved = detached(py, "write_image", || {
-            crate::render::save(bytes, &path, &req)
+            let target = crate::write::Target {
+                path: &path,
+                root: root.as_deref(),
+            };
+            crate::render::save(bytes, &target, &req)
         })?;
         Ok((
             saved.path.to_string_lossy().into_owned(),
@@ -177,7 +189,7 @@ mod _core {
                 let len = (width as usize) * (height as usize) * 3;
                 let array = PyByteArray::new_with(py, len, |buf| {
                     detached(py, "decode", || {
-                        crate::decode::decode_jpeg_rgb_into(bytes, denom, buf)
+                        crate::jpeg::decode_jpeg_rgb_into(bytes, denom, buf)
                     })
                 })?;
                 Ok((array, height, width, 3))

@@ -7,14 +7,18 @@
 //! after they are proven to decode completely, so a truncated download is never saved.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::decode::{self, Format, Header, Pixels};
+use crate::decode;
 use crate::encode::{self, OutFormat};
 use crate::error::CoreResult;
+use crate::jpeg;
+use crate::pixels::Pixels;
+use crate::probe::{self, Format, Header};
 use crate::resize;
+use crate::scans;
 use crate::write;
 use crate::yuv;
 
@@ -82,10 +86,20 @@ fn stored_target(header: &Header, max_size: Option<(u32, u32)>) -> (u32, u32) {
     }
 }
 
+/// The header of an image we agree to decode: under the pixel limit and, for a JPEG, under
+/// the scan limit (`scans.rs`), both checked before any pixel is allocated or decoded.
+fn admitted_header(data: &[u8], max_pixels: u64) -> CoreResult<Header> {
+    let header = probe::probe(data)?;
+    header.check_limit(max_pixels)?;
+    if header.format == Format::Jpeg {
+        scans::check_scan_count(data, scans::MAX_SCANS)?;
+    }
+    Ok(header)
+}
+
 /// Decode, shrink to fit `max_size` and apply the orientation: upright pixels.
 pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> CoreResult<Pixels> {
-    let header = decode::probe(data)?;
-    header.check_limit(max_pixels)?;
+    let header = admitted_header(data, max_pixels)?;
     upright_pixels(data, &header, max_size)
 }
 
@@ -93,7 +107,7 @@ pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> Cor
 #[derive(Debug)]
 pub enum DecodePlan {
     /// A JPEG that decodes at DCT scale 1/`denom` to exactly the wanted, upright RGB size:
-    /// decode straight into the caller's buffer with `decode::decode_jpeg_rgb_into`.
+    /// decode straight into the caller's buffer with `jpeg::decode_jpeg_rgb_into`.
     Direct { width: u32, height: u32, denom: u32 },
     /// Everything else: the finished pixels.
     Done(Pixels),
@@ -106,12 +120,11 @@ pub fn plan_pixels(
     max_size: Option<(u32, u32)>,
     max_pixels: u64,
 ) -> CoreResult<DecodePlan> {
-    let header = decode::probe(data)?;
-    header.check_limit(max_pixels)?;
+    let header = admitted_header(data, max_pixels)?;
     if header.format == Format::Jpeg && header.orientation == 1 {
         let target = stored_target(&header, max_size);
-        let denom = decode::jpeg_scale_denominator(header.width, header.height, target);
-        if decode::jpeg_direct_size(data, denom)? == Some(target) {
+        let denom = jpeg::jpeg_scale_denominator(header.width, header.height, target);
+        if jpeg::jpeg_direct_size(data, denom)? == Some(target) {
             return Ok(DecodePlan::Direct {
                 width: target.0,
                 height: target.1,
@@ -148,8 +161,7 @@ fn upright_pixels(
 
 /// Render `data` per `req`: encoded bytes, or the original bytes when passthrough applies.
 pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
-    let header = decode::probe(data)?;
-    header.check_limit(req.max_pixels)?;
+    let header = admitted_header(data, req.max_pixels)?;
     let source = source_out_format(header.format);
     let wanted = req.format.or(source);
     if wanted.is_some()
@@ -196,12 +208,13 @@ pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
     })
 }
 
-/// Render and write atomically to `path`; the hash is of exactly the bytes written.
-pub fn save(data: &[u8], path: &Path, req: &Request) -> CoreResult<Saved> {
+/// Render and write atomically to the target; the hash is of exactly the bytes written.
+pub fn save(data: &[u8], target: &write::Target<'_>, req: &Request) -> CoreResult<Saved> {
     // Fail fast on a bad target before spending CPU on the image.
-    write::check_target(path)?;
+    write::check_target(target)?;
     let rendered = render(data, req)?;
-    write::write_atomic(path, &rendered.bytes)?;
+    write::write_atomic(target, &rendered.bytes)?;
+    let path = target.path;
     let digest = Sha256::digest(&rendered.bytes);
     let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Saved {
@@ -250,7 +263,7 @@ mod tests {
         let out = render(&src, &req).unwrap();
         assert!(!out.passthrough);
         assert_eq!((out.width, out.height), (100, 50));
-        let h = decode::probe(&out.bytes).unwrap();
+        let h = probe::probe(&out.bytes).unwrap();
         assert_eq!((h.width, h.height), (100, 50));
     }
 
@@ -292,7 +305,7 @@ mod tests {
             }
         ));
         let mut buf = vec![0u8; 200 * 100 * 3];
-        decode::decode_jpeg_rgb_into(&src, 2, &mut buf).unwrap();
+        jpeg::decode_jpeg_rgb_into(&src, 2, &mut buf).unwrap();
         let expected = pixels(&src, Some((200, 100)), DEFAULT_MAX_PIXELS).unwrap();
         assert_eq!(buf, expected.data);
         match plan_pixels(&src, Some((150, 150)), DEFAULT_MAX_PIXELS).unwrap() {
@@ -307,7 +320,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("thumb.jpg");
         let src = jpeg(30, 30);
-        let saved = save(&src, &path, &Request::default()).unwrap();
+        let saved = save(&src, &write::Target::path(&path), &Request::default()).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         let expect: String = Sha256::digest(&on_disk)
             .iter()

@@ -13,12 +13,12 @@ use std::cell::RefCell;
 
 use turbojpeg::{Colorspace, Decompressor, ScalingFactor, Subsamp, YuvImage};
 
-use crate::decode::jpeg_scale_denominator;
 use crate::error::{CoreError, CoreResult};
+use crate::jpeg::{is_benign_jpeg_warning, jpeg_error, jpeg_scale_denominator};
 use crate::resize::resize_plane;
 
 fn jpeg_err(err: &turbojpeg::Error) -> CoreError {
-    crate::decode::jpeg_error(err)
+    jpeg_error(err)
 }
 
 thread_local! {
@@ -112,7 +112,7 @@ pub fn render_jpeg(data: &[u8], target: (u32, u32), quality: u8) -> CoreResult<O
             subsamp,
         };
         if let Err(err) = decompressor.decompress_to_yuv(data, src) {
-            if !crate::decode::is_benign_jpeg_warning(&err) {
+            if !is_benign_jpeg_warning(&err) {
                 return Err(jpeg_err(&err));
             }
         }
@@ -202,8 +202,10 @@ fn resize_and_compress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, probe, Pixels};
+    use crate::decode::decode;
     use crate::encode::{encode, OutFormat};
+    use crate::pixels::Pixels;
+    use crate::probe::probe;
     use crate::resize::{fit_within, resize};
 
     fn photo(w: u32, h: u32) -> Vec<u8> {
