@@ -7,7 +7,7 @@
 //! after they are proven to decode completely, so a truncated download is never saved.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -18,7 +18,6 @@ use crate::jpeg;
 use crate::pixels::Pixels;
 use crate::probe::{self, Format, Header};
 use crate::resize;
-use crate::scans;
 use crate::write;
 use crate::yuv;
 
@@ -86,20 +85,10 @@ fn stored_target(header: &Header, max_size: Option<(u32, u32)>) -> (u32, u32) {
     }
 }
 
-/// The header of an image we agree to decode: under the pixel limit and, for a JPEG, under
-/// the scan limit (`scans.rs`), both checked before any pixel is allocated or decoded.
-fn admitted_header(data: &[u8], max_pixels: u64) -> CoreResult<Header> {
-    let header = probe::probe(data)?;
-    header.check_limit(max_pixels)?;
-    if header.format == Format::Jpeg {
-        scans::check_scan_count(data, scans::MAX_SCANS)?;
-    }
-    Ok(header)
-}
-
 /// Decode, shrink to fit `max_size` and apply the orientation: upright pixels.
 pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> CoreResult<Pixels> {
-    let header = admitted_header(data, max_pixels)?;
+    let header = probe::probe(data)?;
+    header.check_limit(max_pixels)?;
     upright_pixels(data, &header, max_size)
 }
 
@@ -120,7 +109,8 @@ pub fn plan_pixels(
     max_size: Option<(u32, u32)>,
     max_pixels: u64,
 ) -> CoreResult<DecodePlan> {
-    let header = admitted_header(data, max_pixels)?;
+    let header = probe::probe(data)?;
+    header.check_limit(max_pixels)?;
     if header.format == Format::Jpeg && header.orientation == 1 {
         let target = stored_target(&header, max_size);
         let denom = jpeg::jpeg_scale_denominator(header.width, header.height, target);
@@ -161,7 +151,8 @@ fn upright_pixels(
 
 /// Render `data` per `req`: encoded bytes, or the original bytes when passthrough applies.
 pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
-    let header = admitted_header(data, req.max_pixels)?;
+    let header = probe::probe(data)?;
+    header.check_limit(req.max_pixels)?;
     let source = source_out_format(header.format);
     let wanted = req.format.or(source);
     if wanted.is_some()
@@ -208,13 +199,12 @@ pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
     })
 }
 
-/// Render and write atomically to the target; the hash is of exactly the bytes written.
-pub fn save(data: &[u8], target: &write::Target<'_>, req: &Request) -> CoreResult<Saved> {
+/// Render and write atomically to `path`; the hash is of exactly the bytes written.
+pub fn save(data: &[u8], path: &Path, req: &Request) -> CoreResult<Saved> {
     // Fail fast on a bad target before spending CPU on the image.
-    write::check_target(target)?;
+    write::check_target(path)?;
     let rendered = render(data, req)?;
-    write::write_atomic(target, &rendered.bytes)?;
-    let path = target.path;
+    write::write_atomic(path, &rendered.bytes)?;
     let digest = Sha256::digest(&rendered.bytes);
     let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Saved {
@@ -320,7 +310,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("thumb.jpg");
         let src = jpeg(30, 30);
-        let saved = save(&src, &write::Target::path(&path), &Request::default()).unwrap();
+        let saved = save(&src, &path, &Request::default()).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         let expect: String = Sha256::digest(&on_disk)
             .iter()
