@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +23,7 @@ from artpipe.cli import safe
 from artpipe.errors import ArtpipeError
 from artpipe.store import Store, default_db_path
 
-from tests.support.server import ImageServer, Redirect
+from tests.support.server import ImageServer, Redirect, Stall, ThreadedImageServer
 
 BAD_HOSTS = ("http://xn--zz-/x.jpg", "http://a..b/x.jpg")
 
@@ -214,3 +217,74 @@ async def test_outputs_on_each_other_or_the_database_are_refused(tmp_path: Path)
     with pytest.raises(ArtpipeError, match=r"--report .* is the same file as --db"):
         await pipeline.run(manifest, library, db=db, report=db)
     assert not db.exists() and not out.exists()
+
+
+async def test_a_killed_render_worker_fails_only_the_slots_it_held(srv: ImageServer,
+                                                                  tmp_path: Path) -> None:
+    """``--executor process``: SIGKILL the render workers mid-run; the pool restarts, the
+    run ends normally (no BrokenProcessPool), and a rerun completes what was lost."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        movie(f"m{n}", {"poster": srv.url(f"/p{n}.jpg")}) for n in range(6)])
+    killed: list[int] = []
+
+    def kill_workers(stats: Any, outcome: Any) -> None:
+        if outcome is not None and not killed:
+            for child in multiprocessing.active_children():
+                if child.pid is not None:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+
+    report = await pipeline.run(manifest, library, executor="process", workers=1,
+                                item_workers=1, progress=kill_workers)
+    assert killed
+    summary = report.summary()
+    assert summary["saved"] + summary["failed"] == 6 and summary["saved"] >= 1
+    rows = report_rows_of(library)
+    assert all("render worker failed" in r["error"] for r in rows if r["status"] == "failed")
+    again = await pipeline.run(manifest, library, executor="process", workers=1)
+    assert again.exit_code == 0
+    assert again.summary()["saved"] == summary["failed"]
+
+
+def report_rows_of(library: Path) -> list[dict[str, Any]]:
+    with Store(default_db_path(library)) as store:
+        return [{"status": r.status, "error": r.error} for r in store.all_artwork()]
+
+
+def test_sigterm_stops_cleanly_and_keeps_the_store_rows(tmp_path: Path) -> None:
+    """SIGTERM (systemd, docker stop) gets Ctrl-C's shutdown: the rows of the files
+    already written are recorded, and the exit says so (128 + 15)."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    with ThreadedImageServer() as srv:
+        srv.add_image("/a.jpg")
+        srv.add_image("/b.jpg")
+        srv.script("/b.jpg", then=Stall(seconds=3600))
+        manifest = write_manifest(tmp_path / "m.jsonl", [
+            movie("a", {"poster": srv.url("/a.jpg")}),
+            movie("b", {"poster": srv.url("/b.jpg")}),
+        ])
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "artpipe", "run", str(manifest), "--library",
+             str(library), "--no-html"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the first progress line comes with item a's outcome
+                if "saved 1" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err and "Traceback" not in err
+    with Store(default_db_path(library)) as store:
+        saved = {(r.item, r.status) for r in store.all_artwork()}
+    assert ("a", "saved") in saved
+    assert (library / "a" / "a-poster.jpg").is_file()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,20 +204,61 @@ def _run_engine(manifest: Path, library: Path, quiet: bool, total: int | None,
     display = _Display(console, total, quiet)
     try:
         with display.running():
-            report = asyncio.run(
+            report = asyncio.run(_stoppable(
                 pipeline.run(manifest, library, progress=display.update, **options)
-            )
+            ))
     except KeyboardInterrupt:
         err_console.print(
             "interrupted: files already written are complete; run the same command again "
             "to finish the rest"
         )
         sys.exit(130)
+    except _Terminated:
+        err_console.print(
+            "terminated (SIGTERM): files already written are complete and recorded; run the "
+            "same command again to finish the rest"
+        )
+        sys.exit(128 + signal.SIGTERM)
     except ArtpipeError as exc:  # ManifestError, StoreError, ...: the run cannot go on
         _fail(str(exc))
     if not quiet:
         _summary(console, report)
     return report
+
+
+class _Terminated(Exception):
+    """SIGTERM stopped the run (after the same clean shutdown as Ctrl-C)."""
+
+
+async def _stoppable(run: Coroutine[Any, Any, RunReport]) -> RunReport:
+    """Run ``run``, cancelled cleanly on SIGTERM (systemd, ``docker stop``), as on Ctrl-C.
+
+    Cancelling unwinds the run's ``finally`` blocks: the outcomes received so
+    far are recorded in the store, the render pool is shut down and the
+    report is flushed. Without a handler SIGTERM killed the process on the
+    spot and the store rows of files already written were lost.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(run)
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (NotImplementedError, RuntimeError):  # no signals here (Windows, not main thread)
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

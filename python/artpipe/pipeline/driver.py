@@ -14,10 +14,12 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -83,8 +85,42 @@ ProgressCallback = Callable[[RunStats, ItemOutcome | None], None]
 
 
 def _ignore_sigint() -> None:
-    """Render processes leave Ctrl-C to the driver, which stops the run cleanly."""
+    """Render processes leave Ctrl-C and SIGTERM to the driver, which stops the run cleanly
+    (``docker stop`` and systemd signal the whole process group)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class RestartingPool(Executor):
+    """A process pool that replaces itself when one of its workers dies.
+
+    A killed render worker (the OOM killer, a segfault) breaks a
+    ``ProcessPoolExecutor`` for good: the renders it held fail with
+    ``BrokenProcessPool`` — per slot, in the runner — and so would every
+    later submit, ending the run. Here a submit to a broken pool starts a
+    fresh one, so only the slots the dead pool held are lost.
+    """
+
+    def __init__(self, make: Callable[[], ProcessPoolExecutor]) -> None:
+        self._make = make
+        self._pool = make()
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            try:
+                return self._pool.submit(fn, *args, **kwargs)
+            except BrokenProcessPool:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._make()
+                self.restarts += 1
+                return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            pool = self._pool
+        pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Executor, bool]:
@@ -95,9 +131,9 @@ def make_executor(spec: str | Executor, workers: int | None = None) -> tuple[Exe
     if spec == "thread":
         return ThreadPoolExecutor(max_workers=n, thread_name_prefix="save"), True
     if spec == "process":
-        return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"),
-                                   max_tasks_per_child=1000,
-                                   initializer=_ignore_sigint), True
+        return RestartingPool(lambda: ProcessPoolExecutor(
+            max_workers=n, mp_context=get_context("spawn"), max_tasks_per_child=1000,
+            initializer=_ignore_sigint)), True
     raise ValueError(
         f"unknown executor {spec!r}: use 'thread', 'process' or 'dask://HOST:PORT'"
     )
