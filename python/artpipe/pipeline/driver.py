@@ -32,7 +32,7 @@ from artpipe.manifest import iter_manifest, parse_item
 from artpipe.metrics import Metrics
 from artpipe.models import Item, SlotStatus
 from artpipe.pipeline.options import RunOptions
-from artpipe.pipeline.runner import ItemOutcome, ItemRunner
+from artpipe.pipeline.runner import REPORT_KEYS, ItemOutcome, ItemRunner
 from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
 
 Items = str | os.PathLike[str] | Iterable[Item | dict[str, Any]]
@@ -239,10 +239,8 @@ class StoreSink:
         _count_error(self.stats.errors, str(error))
         self.metrics.count("manifest.bad_lines")
         if self.report is not None:
-            row = {"item": error.item, "type": None, "art": None, "index": None, "url": None,
-                   "status": SlotStatus.FAILED.value, "path": None, "width": None,
-                   "height": None, "bytes": None, "error": str(error), "warning": None,
-                   "note": None}
+            row = dict.fromkeys(REPORT_KEYS)  # a line rejected whole: no slot to describe
+            row.update(item=error.item, status=SlotStatus.FAILED.value, error=str(error))
             self.report.write(json.dumps(row) + "\n")
         if self.progress is not None:
             self.progress(self.stats, None)

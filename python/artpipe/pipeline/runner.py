@@ -42,6 +42,11 @@ _SWEPT_DIRS_REMEMBERED = 4096
 _REVALIDATED_REMEMBERED = 4096
 
 
+REPORT_KEYS = ("item", "type", "art", "index", "url", "status", "path", "width", "height",
+               "bytes", "error", "note", "warning")
+"""The keys of every ``--report`` row, in order (docs/contracts.md, Outputs of a run)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SlotResult:
     """One art slot's outcome: a report row, and what the store records."""
@@ -67,21 +72,10 @@ class SlotResult:
     warning: str | None = None  # e.g. a rival copy Kodi may show instead
 
     def report_row(self) -> dict[str, Any]:
-        return {
-            "item": self.item,
-            "type": self.type,
-            "art": self.art,
-            "index": self.index,
-            "url": self.url,
-            "status": self.status.value,
-            "path": self.path,
-            "width": self.width,
-            "height": self.height,
-            "bytes": self.bytes,
-            "error": self.error,
-            "note": self.note,
-            "warning": self.warning,
-        }
+        """This slot's line of ``--report`` (the keys are ``REPORT_KEYS``)."""
+        row = {key: getattr(self, key) for key in REPORT_KEYS}
+        row["status"] = self.status.value
+        return row
 
 
 @dataclass(frozen=True, slots=True)
