@@ -124,13 +124,15 @@ mod _core {
     }
 
     /// Render and write atomically: (path, format, width, height, bytes, sha256, passthrough).
+    /// With `root`, no folder below it is followed if it is a link (see `write.rs`).
     #[pyfunction]
-    #[pyo3(signature = (data, path, *, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
-    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn write_image(
         py: Python<'_>,
         data: &Bound<'_, PyBytes>,
         path: PathBuf,
+        root: Option<PathBuf>,
         max_size: Option<(u32, u32)>,
         format: Option<&str>,
         quality: u8,
@@ -139,7 +141,11 @@ mod _core {
         let req = request(max_size, format, quality, max_pixels)?;
         let bytes = data.as_bytes();
         let saved = detached(py, "write_image", || {
-            crate::render::save(bytes, &path, &req)
+            let target = crate::write::Target {
+                path: &path,
+                root: root.as_deref(),
+            };
+            crate::render::save(bytes, &target, &req)
         })?;
         Ok((
             saved.path.to_string_lossy().into_owned(),

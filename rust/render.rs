@@ -7,7 +7,7 @@
 //! after they are proven to decode completely, so a truncated download is never saved.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -199,12 +199,13 @@ pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
     })
 }
 
-/// Render and write atomically to `path`; the hash is of exactly the bytes written.
-pub fn save(data: &[u8], path: &Path, req: &Request) -> CoreResult<Saved> {
+/// Render and write atomically to the target; the hash is of exactly the bytes written.
+pub fn save(data: &[u8], target: &write::Target<'_>, req: &Request) -> CoreResult<Saved> {
     // Fail fast on a bad target before spending CPU on the image.
-    write::check_target(path)?;
+    write::check_target(target)?;
     let rendered = render(data, req)?;
-    write::write_atomic(path, &rendered.bytes)?;
+    write::write_atomic(target, &rendered.bytes)?;
+    let path = target.path;
     let digest = Sha256::digest(&rendered.bytes);
     let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Saved {
@@ -310,7 +311,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("thumb.jpg");
         let src = jpeg(30, 30);
-        let saved = save(&src, &path, &Request::default()).unwrap();
+        let saved = save(&src, &write::Target::path(&path), &Request::default()).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         let expect: String = Sha256::digest(&on_disk)
             .iter()

@@ -9,14 +9,25 @@
 //! so the rename itself survives a power cut. On any error the temp file is removed. A
 //! directory, FIFO, socket or device at the target path is refused: renaming over a directory
 //! fails late and confusingly, and opening a FIFO would block the writer forever.
-//! No parent directory is created here; the caller decides where directories may appear.
+//!
+//! With a library root, the write cannot land outside it, even if a folder inside the library
+//! is swapped for a symbolic link while the image downloads (the path was checked minutes
+//! earlier): the folders are opened one component at a time from the root, each with
+//! `O_NOFOLLOW`, and the temp file, the rename and the directory fsync all go through the
+//! last folder's descriptor (openat/renameat), so no later path lookup can be redirected.
+//! Missing folders below the root are created on the way down (mkdirat), never above it.
+//! Without a root no parent directory is created; the caller decides where directories appear.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
 
 use crate::error::{CoreError, CoreResult};
 
@@ -28,8 +39,35 @@ const ENOENT: i32 = 2;
 const ENOTDIR: i32 = 20;
 const EISDIR: i32 = 21;
 const EINVAL: i32 = 22;
+const EXDEV: i32 = 18;
+const ELOOP_MESSAGE: &str = "is a symbolic link (or was swapped for one while the image \
+                             downloaded); refusing to follow it out of the library root, so \
+                             nothing was written";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Where a write may land: the target path and, for the pipeline, the library root that every
+/// folder between the two must belong to (no symbolic link is followed below the root).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub path: &'a Path,
+    pub root: Option<&'a Path>,
+}
+
+impl<'a> Target<'a> {
+    /// A write anywhere `path` leads, following symbolic links as the OS does (the API default).
+    pub fn path(path: &'a Path) -> Self {
+        Self { path, root: None }
+    }
+
+    /// A write that must stay under `root` (see the module docs).
+    pub fn under(root: &'a Path, path: &'a Path) -> Self {
+        Self {
+            path,
+            root: Some(root),
+        }
+    }
+}
 
 /// Directory a path's file lives in ("." for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
@@ -39,93 +77,204 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Refuse targets we must not replace, and a missing parent, before any work is done.
-pub fn check_target(path: &Path) -> CoreResult<()> {
-    let Some(_) = path.file_name() else {
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// The folder the target goes in, opened, and the target's file name; `None` when a folder
+/// below the root is still missing and `create` is false (it will be created by the write).
+struct Parent<'p> {
+    dir: OwnedFd,
+    name: &'p OsStr,
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+/// Open the root (or, without one, the parent as the OS resolves it).
+fn open_start(target: &Target<'_>) -> CoreResult<OwnedFd> {
+    let path = target.path;
+    let dir = target.root.unwrap_or_else(|| parent_dir(path));
+    match rustix::fs::openat(CWD, dir, dir_flags(), Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOTDIR) => Err(CoreError::save(
+            ENOTDIR,
+            format!(
+                "the parent {} is not a directory; nothing was written",
+                dir.display()
+            ),
+            path,
+        )),
+        Err(Errno::NOENT) if target.root.is_some() => Err(CoreError::save(
+            ENOENT,
+            format!(
+                "the library root {} does not exist; nothing was written",
+                dir.display()
+            ),
+            path,
+        )),
+        Err(Errno::NOENT) => Err(CoreError::save(
+            ENOENT,
+            format!(
+                "the parent directory {} does not exist (write_image creates no \
+                 directories; create it first)",
+                dir.display()
+            ),
+            path,
+        )),
+        Err(e) => Err(CoreError::from_io(
+            "cannot open the parent directory",
+            &io(e),
+            path,
+        )),
+    }
+}
+
+/// The folders between the root and the target, checked to be plain names (no `..`).
+fn folders_below_root<'p>(root: &Path, path: &'p Path) -> CoreResult<Vec<&'p OsStr>> {
+    let outside = || {
+        CoreError::save(
+            EXDEV,
+            format!(
+                "the target is outside the library root {}; nothing was written",
+                root.display()
+            ),
+            path,
+        )
+    };
+    let rel = path.strip_prefix(root).map_err(|_| outside())?;
+    let mut folders = Vec::new();
+    for part in rel.components() {
+        match part {
+            Component::Normal(name) => folders.push(name),
+            Component::CurDir => {}
+            _ => return Err(outside()),
+        }
+    }
+    folders.pop(); // the file name itself
+    Ok(folders)
+}
+
+/// Descend from the start folder to the target's folder without following any link.
+fn open_parent<'p>(target: &Target<'p>, create: bool) -> CoreResult<Option<Parent<'p>>> {
+    let path = target.path;
+    let Some(name) = path.file_name() else {
         return Err(CoreError::save(
             EINVAL,
             "the path names no file (it ends in '/' or '..')",
             path,
         ));
     };
-    let dir = parent_dir(path);
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(CoreError::save(
-                ENOTDIR,
-                format!(
-                    "the parent {} is not a directory; nothing was written",
-                    dir.display()
-                ),
-                path,
-            ))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(CoreError::save(
-                ENOENT,
-                format!(
-                    "the parent directory {} does not exist (write_image creates no \
-                     directories; create it first)",
-                    dir.display()
-                ),
-                path,
-            ))
-        }
-        Err(e) => {
-            return Err(CoreError::from_io(
-                "cannot inspect the parent directory",
-                &e,
-                path,
-            ))
-        }
+    let folders = match target.root {
+        Some(root) => folders_below_root(root, path)?,
+        None => Vec::new(),
+    };
+    let mut dir = open_start(target)?;
+    let mut walked = target.root.map(Path::to_path_buf).unwrap_or_default();
+    for folder in folders {
+        walked.push(folder);
+        let flags = dir_flags() | OFlags::NOFOLLOW;
+        let next = match rustix::fs::openat(&dir, folder, flags, Mode::empty()) {
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(Errno::NOENT) => match rustix::fs::mkdirat(&dir, folder, Mode::from(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {
+                    rustix::fs::openat(&dir, folder, flags, Mode::empty())
+                }
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        dir = match next {
+            Ok(fd) => fd,
+            Err(e) => return Err(folder_error(&dir, folder, &walked, e, path)),
+        };
     }
-    match fs::symlink_metadata(path) {
-        Ok(m) => {
-            let kind = m.file_type();
-            if kind.is_file() || kind.is_symlink() {
-                Ok(())
-            } else if kind.is_dir() {
-                Err(CoreError::save(
-                    EISDIR,
-                    "the target is a directory, not a file; refusing to replace it (nothing was \
-                     written)",
-                    path,
-                ))
-            } else {
-                Err(CoreError::save(
-                    EINVAL,
-                    format!(
-                        "the target is a {}, not a regular file; refusing to write through it \
-                         (nothing was written)",
-                        special_kind(&kind)
-                    ),
-                    path,
-                ))
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CoreError::from_io("cannot inspect the target", &e, path)),
+    Ok(Some(Parent { dir, name }))
+}
+
+/// Say why a folder on the way down could not be entered; a link is named as such.
+fn folder_error(
+    parent: &OwnedFd,
+    folder: &OsStr,
+    walked: &Path,
+    e: Errno,
+    path: &Path,
+) -> CoreError {
+    let is_link = rustix::fs::statat(parent, folder, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+        .unwrap_or(false);
+    if is_link || e == Errno::LOOP {
+        return CoreError::save(
+            Errno::LOOP.raw_os_error(),
+            format!("the folder {} {ELOOP_MESSAGE}", walked.display()),
+            path,
+        );
+    }
+    if e == Errno::NOTDIR {
+        return CoreError::save(
+            ENOTDIR,
+            format!(
+                "{} is not a directory; nothing was written",
+                walked.display()
+            ),
+            path,
+        );
+    }
+    CoreError::from_io(
+        &format!("cannot open or create the folder {}", walked.display()),
+        &io(e),
+        path,
+    )
+}
+
+/// Refuse what is at the target if we must not replace it (a link is fine: the rename
+/// replaces the link itself, it never writes through it).
+fn check_entry(parent: &Parent<'_>, path: &Path) -> CoreResult<()> {
+    match rustix::fs::statat(&parent.dir, parent.name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile | FileType::Symlink => Ok(()),
+            FileType::Directory => Err(CoreError::save(
+                EISDIR,
+                "the target is a directory, not a file; refusing to replace it (nothing was \
+                 written)",
+                path,
+            )),
+            kind => Err(CoreError::save(
+                EINVAL,
+                format!(
+                    "the target is a {}, not a regular file; refusing to write through it \
+                     (nothing was written)",
+                    special_kind(kind)
+                ),
+                path,
+            )),
+        },
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(CoreError::from_io(
+            "cannot inspect the target",
+            &io(e),
+            path,
+        )),
     }
 }
 
-#[cfg(unix)]
-fn special_kind(kind: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_fifo() {
-        "FIFO (named pipe)"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "device"
-    } else {
-        "special file"
+/// Refuse targets we must not replace, a missing parent, and (with a root) a path outside the
+/// root or through a link, before any work is done. Creates nothing.
+pub fn check_target(target: &Target<'_>) -> CoreResult<()> {
+    match open_parent(target, false)? {
+        Some(parent) => check_entry(&parent, target.path),
+        None => Ok(()),
     }
 }
 
-#[cfg(not(unix))]
-fn special_kind(_kind: &fs::FileType) -> &'static str {
-    "special file"
+fn special_kind(kind: FileType) -> &'static str {
+    match kind {
+        FileType::Fifo => "FIFO (named pipe)",
+        FileType::Socket => "socket",
+        FileType::BlockDevice | FileType::CharacterDevice => "device",
+        _ => "special file",
+    }
 }
 
 /// `.<name>.<random>.artpipe-tmp`, with the name cut so the result stays under NAME_MAX.
@@ -150,26 +299,26 @@ fn temp_name(name: &OsStr) -> String {
     )
 }
 
-fn create_temp(dir: &Path, name: &OsStr, target: &Path) -> CoreResult<(PathBuf, File)> {
-    let mut last = None;
+fn create_temp(dir: &OwnedFd, name: &OsStr, target: &Path) -> CoreResult<(String, File)> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut last = Errno::EXIST;
     for _ in 0..16 {
-        let tmp = dir.join(temp_name(name));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = Some(e),
+        let tmp = temp_name(name);
+        match rustix::fs::openat(dir, tmp.as_str(), flags, Mode::from(0o666)) {
+            Ok(fd) => return Ok((tmp, File::from(fd))),
+            Err(Errno::EXIST) => last = Errno::EXIST,
             Err(e) => {
                 return Err(CoreError::from_io(
                     "cannot create a temporary file in the target directory",
-                    &e,
+                    &io(e),
                     target,
                 ))
             }
         }
     }
-    let e = last.unwrap_or_else(|| std::io::Error::from(ErrorKind::AlreadyExists));
     Err(CoreError::from_io(
         "cannot find a free temporary file name",
-        &e,
+        &io(last),
         target,
     ))
 }
@@ -187,39 +336,44 @@ fn hold_while_writing(file: &File) {
     }
 }
 
-/// Write `bytes` to `path` atomically and durably (see the module docs).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> CoreResult<()> {
-    check_target(path)?;
-    let dir = parent_dir(path);
-    let name = path.file_name().unwrap_or_else(|| OsStr::new("image"));
-    let (tmp, mut file) = create_temp(dir, name, path)?;
+/// Write `bytes` to the target atomically and durably (see the module docs).
+pub fn write_atomic(target: &Target<'_>, bytes: &[u8]) -> CoreResult<()> {
+    let path = target.path;
+    let Some(parent) = open_parent(target, true)? else {
+        return Err(CoreError::save(
+            ENOENT,
+            "a folder vanished while it was created",
+            path,
+        ));
+    };
+    check_entry(&parent, path)?;
+    let (tmp, mut file) = create_temp(&parent.dir, parent.name, path)?;
     hold_while_writing(&file);
     let steps = (|| -> Result<(), (&'static str, std::io::Error)> {
         file.write_all(bytes)
             .map_err(|e| ("cannot write the temporary file", e))?;
         file.sync_all()
             .map_err(|e| ("cannot flush the temporary file to disk", e))?;
-        fs::rename(&tmp, path).map_err(|e| ("cannot rename the temporary file over the target", e))
+        rustix::fs::renameat(&parent.dir, tmp.as_str(), &parent.dir, parent.name)
+            .map_err(|e| ("cannot rename the temporary file over the target", io(e)))
     })();
     drop(file); // releases the lock, after the rename
     if let Err((what, e)) = steps {
         // Best effort: the temp file may already be gone; the original error is what matters.
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&parent.dir, tmp.as_str(), AtFlags::empty());
         return Err(CoreError::from_io(what, &e, path));
     }
-    sync_dir(dir, path)
+    sync_dir(&parent.dir, path)
 }
 
 /// fsync the directory so the rename is durable. Filesystems that cannot sync a directory
 /// (EINVAL) get the rename without the guarantee rather than a failed save.
-fn sync_dir(dir: &Path, target: &Path) -> CoreResult<()> {
-    let result = File::open(dir).and_then(|d| d.sync_all());
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(EINVAL) => Ok(()),
+fn sync_dir(dir: &OwnedFd, target: &Path) -> CoreResult<()> {
+    match rustix::fs::fsync(dir) {
+        Ok(()) | Err(Errno::INVAL) => Ok(()),
         Err(e) => Err(CoreError::from_io(
             "the file was replaced but its directory could not be flushed to disk",
-            &e,
+            &io(e),
             target,
         )),
     }
@@ -228,6 +382,8 @@ fn sync_dir(dir: &Path, target: &Path) -> CoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::path::PathBuf;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -251,8 +407,8 @@ mod tests {
     fn writes_and_replaces_without_leftovers() {
         let dir = scratch("replace");
         let target = dir.join("poster.jpg");
-        write_atomic(&target, b"old").unwrap();
-        write_atomic(&target, b"new bytes").unwrap();
+        write_atomic(&Target::path(&target), b"old").unwrap();
+        write_atomic(&Target::path(&target), b"new bytes").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"new bytes");
         assert!(leftovers(&dir).is_empty());
         fs::remove_dir_all(dir).unwrap();
@@ -261,9 +417,10 @@ mod tests {
     #[test]
     fn a_temp_file_is_locked_while_its_writer_holds_it() {
         let dir = scratch("lock");
-        let (tmp, file) = create_temp(&dir, OsStr::new("p.jpg"), &dir.join("p.jpg")).unwrap();
+        let fd = rustix::fs::openat(CWD, &dir, dir_flags(), Mode::empty()).unwrap();
+        let (tmp, file) = create_temp(&fd, OsStr::new("p.jpg"), &dir.join("p.jpg")).unwrap();
         hold_while_writing(&file);
-        let other = File::open(&tmp).unwrap();
+        let other = File::open(dir.join(tmp)).unwrap();
         assert!(other.try_lock().is_err(), "a sweeper must not get the lock");
         drop(file);
         assert!(other.try_lock().is_ok(), "the lock goes with the writer");
@@ -288,7 +445,7 @@ mod tests {
         let dir = scratch("isdir");
         let target = dir.join("fanart.jpg");
         fs::create_dir(&target).unwrap();
-        let err = write_atomic(&target, b"x").unwrap_err();
+        let err = write_atomic(&Target::path(&target), b"x").unwrap_err();
         assert!(matches!(err, CoreError::Save { errno: EISDIR, .. }));
         assert!(err.to_string().contains("directory"), "{err}");
         assert!(target.is_dir());
@@ -300,10 +457,62 @@ mod tests {
     fn missing_parent_is_an_error_naming_it() {
         let dir = scratch("noparent");
         let target = dir.join("missing").join("poster.jpg");
-        let err = write_atomic(&target, b"x").unwrap_err();
+        let err = write_atomic(&Target::path(&target), b"x").unwrap_err();
         assert!(matches!(err, CoreError::Save { errno: ENOENT, .. }));
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(!dir.join("missing").exists());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn folders_below_the_root_are_created() {
+        let root = scratch("mkdirs");
+        let target = root.join("Movies").join("Alien (1979)").join("poster.jpg");
+        write_atomic(&Target::under(&root, &target), b"x").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_out_of_the_root_receives_nothing() {
+        let root = scratch("swap");
+        let outside = scratch("outside");
+        std::os::unix::fs::symlink(&outside, root.join("Movies")).unwrap();
+        let target = root.join("Movies").join("poster.jpg");
+        let err = write_atomic(&Target::under(&root, &target), b"x").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = check_target(&Target::under(&root, &target)).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        // Without a root the API follows the link, as the OS would.
+        write_atomic(&Target::path(&target), b"x").unwrap();
+        assert!(outside.join("poster.jpg").is_file());
+        fs::remove_dir_all(root).unwrap();
+        fs::remove_dir_all(outside).unwrap();
+    }
+
+    #[test]
+    fn a_root_that_is_itself_a_link_is_followed() {
+        let real = scratch("realroot");
+        let link = real.with_extension("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let target = link.join("Show").join("fanart.jpg");
+        write_atomic(&Target::under(&link, &target), b"x").unwrap();
+        assert!(real.join("Show").join("fanart.jpg").is_file());
+        fs::remove_file(link).unwrap();
+        fs::remove_dir_all(real).unwrap();
+    }
+
+    #[test]
+    fn a_target_outside_the_root_is_refused() {
+        let root = scratch("outsideroot");
+        for target in [
+            root.with_extension("x").join("poster.jpg"),
+            root.join("..").join("p.jpg"),
+        ] {
+            let err = write_atomic(&Target::under(&root, &target), b"x").unwrap_err();
+            assert!(matches!(err, CoreError::Save { errno: EXDEV, .. }), "{err}");
+        }
+        fs::remove_dir_all(root).unwrap();
     }
 }

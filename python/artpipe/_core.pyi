@@ -40,6 +40,7 @@ def write_image(
     data: bytes,
     path: str | os.PathLike[str],
     *,
+    root: str | os.PathLike[str] | None = None,
     max_size: tuple[int, int] | None = None,
     format: str | None = None,
     quality: int = 90,

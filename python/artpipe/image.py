@@ -11,7 +11,9 @@ at once and from a spawn-context process pool; arguments and results pickle.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import TYPE_CHECKING, Final, Literal
 
 from artpipe import _core
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "PROBE_READ_LIMIT",
     "TEMP_SUFFIX",
     "BytesLike",
     "OutputFormat",
     "decode",
     "encode",
     "probe",
+    "probe_file",
     "render",
     "write_image",
 ]
@@ -90,6 +94,13 @@ def _max_pixels(max_pixels: int) -> int:
     return min(max_pixels, _U64)
 
 
+def _fs_path(name: str, path: str | os.PathLike[str]) -> str:
+    fs_path = os.fspath(path)
+    if not isinstance(fs_path, str):
+        raise TypeError(f"{name} must be str or os.PathLike[str], not {type(fs_path).__name__}")
+    return fs_path
+
+
 def probe(data: BytesLike) -> ImageInfo:
     """Format ("jpeg", "png", "webp" or "gif"), size and EXIF orientation from the header only.
 
@@ -98,6 +109,36 @@ def probe(data: BytesLike) -> ImageInfo:
     """
     format, width, height, orientation = _core.probe(_data(data))
     return ImageInfo(format=format, width=width, height=height, orientation=orientation)
+
+
+PROBE_READ_LIMIT: Final = 4 * 1024 * 1024
+"""``probe_file`` reads at most this many bytes: every format's header lies well within it
+(a JPEG's frame header follows at most a few 64 KB metadata segments)."""
+
+
+def probe_file(path: str | os.PathLike[str], *, limit: int = PROBE_READ_LIMIT) -> ImageInfo:
+    """``probe`` on the start of a file: reads at most ``limit`` bytes, whatever the size.
+
+    Only regular files are read; a FIFO, socket or device is an ``OSError`` (EINVAL) at
+    once, since reading one could block forever or never end. The file is opened
+    non-blocking, so even a FIFO swapped in after the check cannot hang the caller.
+    """
+    fd = os.open(_fs_path("path", path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device); "
+                          "only image files can be probed", os.fspath(path))
+        chunks: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return probe(b"".join(chunks))
 
 
 def render(
@@ -128,6 +169,7 @@ def write_image(
     data: BytesLike,
     path: str | os.PathLike[str],
     *,
+    root: str | os.PathLike[str] | None = None,
     max_size: tuple[int, int] | None = None,
     format: str | None = None,
     quality: int = 90,
@@ -140,13 +182,19 @@ def write_image(
     complete new one. On any error the old file is untouched and no temp file is left. A
     directory or FIFO at ``path``, or a missing parent directory, is a ``SaveError``; no
     directories are created.
+
+    ``root`` (a library folder that ``path`` lies under) makes the write refuse to leave it:
+    every folder from ``root`` down to the file is opened without following symbolic links,
+    at write time, so a folder swapped for a link while the image downloaded is a
+    ``SaveError`` and nothing is written outside ``root``. With ``root``, missing folders
+    below it are created (none above it); ``root`` itself may be a link.
     """
-    fs_path = os.fspath(path)
-    if not isinstance(fs_path, str):
-        raise TypeError(f"path must be str or os.PathLike[str], not {type(fs_path).__name__}")
+    fs_path = _fs_path("path", path)
+    fs_root = None if root is None else _fs_path("root", root)
     out_path, out_format, width, height, size, sha256, passthrough = _core.write_image(
         _data(data),
         fs_path,
+        root=fs_root,
         max_size=_max_size(max_size),
         format=_format(format),
         quality=_quality(quality),

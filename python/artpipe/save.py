@@ -29,6 +29,8 @@ class SaveJob:
     format: str
     max_size: tuple[int, int] | None = None
     quality: int = 90
+    root: str | None = None
+    """The library root: the write creates the folders below it and follows no link there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,13 @@ def save_one(job: SaveJob) -> SaveOutcome:
     saved: SavedImage | None = None
     error: ArtpipeError | None = None
     try:
-        os.makedirs(os.path.dirname(job.target), exist_ok=True)
-        saved = write_image(job.data, job.target, max_size=job.max_size, format=job.format,
-                            quality=job.quality)
+        if job.root is None:
+            os.makedirs(os.path.dirname(job.target), exist_ok=True)
+        # With a root, the folders are made by the write itself, descending from the root
+        # without following links: a folder swapped for a link to elsewhere while the image
+        # downloaded fails this slot instead of receiving the file.
+        saved = write_image(job.data, job.target, root=job.root, max_size=job.max_size,
+                            format=job.format, quality=job.quality)
     except ArtpipeError as exc:
         error = exc
     except OSError as exc:  # makedirs: a file where a folder should be, read-only, ENOSPC

@@ -429,6 +429,7 @@ class ItemRunner:
                     format=slot.art.output_format,
                     max_size=None if self.settings.originals else slot.art.default_max_size,
                     quality=self.settings.quality,
+                    root=str(self.library),
                 )
                 jobs.append((entry, loop.run_in_executor(self.executor, save_one, job)))
         for entry, future in jobs:
