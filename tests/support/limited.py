@@ -7,7 +7,8 @@ accepted requests in any sliding second (``Retry-After: <HTTP-date>`` when
 ``date_retry_after``, the second at which a request would be accepted again,
 rounded up, as an HTTP-date can only say whole seconds). It counts what the
 client did to it — accepted and refused requests, and the most requests it
-ever had in flight — so tests and benchmarks prove limits on the server side.
+ever had in flight (``GET /_stats`` for a client in another process) — so
+tests and benchmarks prove limits on the server side.
 ``relax`` changes the limits while it runs (the host got less busy).
 
 Run as a separate process::
@@ -75,6 +76,7 @@ class LimitedServer:
 
     async def start(self, port: int = 0) -> LimitedServer:
         app = web.Application()
+        app.router.add_route("GET", "/_stats", self._stats)  # not counted
         app.router.add_route("GET", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=0.5)
@@ -109,6 +111,11 @@ class LimitedServer:
                     return {"Retry-After": email.utils.formatdate(when, usegmt=True)}
                 return {"Retry-After": f"{max(1, math.ceil(free_in))}"}
         return None
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        """What the server saw, for a client in another process (the benchmark)."""
+        return web.json_response({"accepted": self.accepted, "refused": self.refused,
+                                  "max_in_flight": self.max_in_flight})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1

@@ -6,15 +6,18 @@ HTTP, and it enforces every download limit of docs/contracts.md (invariants 2
 and 9, and the limits). One module per layer, from the outside in:
 
 - ``client``: ``Fetcher`` — the session's lifecycle, single-flight (concurrent
-  fetches of one URL with the same validators share one request), the
-  attempt loop, redirects followed by hand, ``FetchResult``; ``SAVE_PHASE``
-  counts any request made while the save step runs (``http.requests_in_save``).
-- ``limits``: ``FetchLimits``; per-host admission (``HostGate``: a host slot,
-  then a global slot, in front of aiohttp's connector, so waiting for a slot
-  never counts against a request's timeouts) and ``HostStats``.
+  fetches of one normalized URL with the same validators share one request;
+  the run's only coalescing layer), the attempt loop, redirects followed by
+  hand, ``FetchResult``; ``SAVE_PHASE`` counts any request made while the save
+  step runs (``http.requests_in_save``).
+- ``limits``: ``FetchLimits``; per-origin admission (``HostGate``: a place in
+  the origin's adaptive window, its pause and pace, then a global slot, in
+  front of aiohttp's connector, so waiting never counts against a request's
+  timeouts), bounded per-origin tables, and ``HostStats``.
 - ``retry``: which failures are retried (connection errors, timeouts, 5xx,
   408, 429), capped exponential backoff with full jitter, Retry-After — which
-  slows the whole host down, not only the request that saw it.
+  slows the whole host down, not only the request that saw it; a throttled
+  answer is waited for until a deadline instead of using up attempts.
 - ``body``: the body read with a running byte cap, gzip/deflate inflated with
   a bounded output size (a gzip bomb costs at most ``max_bytes``), and the
   magic-byte check that rejects an HTML error page served as image/jpeg.

@@ -10,10 +10,13 @@ waiting for a slot never counts against a request's timeouts (aiohttp counts
 pool waits against ``connect``/``total``).
 
 Each origin's concurrency is an AIMD window, as in TCP and Scrapy's
-AutoThrottle: it starts at ``per_host``, is cut (halved, never below 1) when
-the host pushes back (429, 503, a Retry-After), and grows back by one per
-window's worth of successes — more slowly above the level where the host last
-pushed back — never above ``per_host``. A host that rate-limits by requests
+AutoThrottle: it opens towards ``per_host`` (at once, or with ``slow_start``
+as TCP does: one request, then doubling every round until ``per_host`` or the
+first push-back, so a host that allows 2 at once refuses 2 requests, not 6),
+is cut (halved, never below 1) when the host pushes back (429, 503, a
+Retry-After), and grows back by one per window's worth of successes — more
+slowly above the level where the host last pushed back — never above
+``per_host``. A host that rate-limits by requests
 per second also gets a learned rate (token bucket, one token of burst) from
 the answers it accepted in the second before it pushed back; ``--rate`` caps
 it from the start. A Retry-After pauses every request to the origin, not
@@ -45,13 +48,15 @@ OTHER_HOSTS: Final = "(other hosts)"
 # many windows' worth of successes: probing past a known limit is what gets
 # a client throttled again, so it is done rarely.
 PROBE_ROUNDS: Final = 8
-# A learned rate grows by this much (req/s) per success: about +0.5 % a second
-# at any rate, so a host that relaxes is found again within a minute or two
-# without re-probing its limit every few seconds.
-RATE_GROWTH: Final = 0.005
 # A learned rate is this fraction of what the host accepted in the second
-# before it pushed back: just under its limit, not on it.
+# before it pushed back: just under its limit, not on it ...
 RATE_MARGIN: Final = 0.9
+# ... and grows back by RATE_GROWTH req/s per success (about +0.5 % a second at
+# any rate) up to RATE_HOLD of it, then by a tenth of that: probing past a
+# known limit costs a refusal and a Retry-After pause, so it is done rarely,
+# but a host that relaxes is still found again.
+RATE_GROWTH: Final = 0.005
+RATE_HOLD: Final = 0.97
 MIN_RATE: Final = 0.1  # req/s; the slowest pace a learned rate can reach
 WINDOW_HISTORY: Final = 32  # (seconds into the run, window) pairs kept per host
 
@@ -125,9 +130,10 @@ class FetchLimits:
     with Retry-After) is retried for as long as the host keeps asking us to
     wait, up to ``throttle_deadline`` seconds after its first throttled answer.
     ``per_host`` is the most a host's adaptive window may reach (``adaptive``
-    off: the window stays there). ``rates`` caps chosen hosts' requests per
-    second from the start (``(host spec, req/s)``; a bare host name covers
-    all its ports), ``rate_default`` every other host's.
+    off: the window stays there); ``slow_start`` opens it from one request,
+    doubling each round, rather than at ``per_host`` at once. ``rates`` caps
+    chosen hosts' requests per second from the start (``(host spec, req/s)``;
+    a bare host name covers all its ports), ``rate_default`` every other host's.
     """
 
     concurrency: int = 32
@@ -143,6 +149,7 @@ class FetchLimits:
     retry_after_cap: float = 120.0
     throttle_deadline: float = 600.0
     adaptive: bool = True
+    slow_start: bool = True
     rates: tuple[tuple[str, float], ...] = ()
     rate_default: float | None = None
     max_hosts: int = 1024
@@ -213,14 +220,16 @@ _SUMMED: Final = ("requests", "bytes", "retries", "throttled", "latency_ms_total
 class _Host:
     """One origin's admission state: the window, pauses, rate, and its statistics."""
 
-    __slots__ = ("accepted", "active", "ceiling", "cut_active", "cut_throttled", "epoch",
-                 "fixed_rate", "learned_rate", "limit", "not_before", "probe", "stamp",
-                 "stats", "tokens", "waiters", "window")
+    __slots__ = ("accepted", "active", "ceiling", "cut_active", "cut_recent", "cut_throttled",
+                 "epoch", "fixed_rate", "learned_rate", "limit", "not_before", "probe",
+                 "rate_hold", "slow", "stamp", "stats", "tokens", "waiters", "window")
 
-    def __init__(self, label: str, limit: int, fixed_rate: float | None) -> None:
-        self.stats = HostStats(label, window=limit, window_min=limit, rate=fixed_rate)
+    def __init__(self, label: str, limit: int, fixed_rate: float | None, slow: bool) -> None:
         self.limit = limit
-        self.window = float(limit)
+        self.slow = slow and limit > 1  # opening: +1 per success (doubling per round)
+        self.window = 1.0 if self.slow else float(limit)
+        self.stats = HostStats(label, window=int(self.window), window_min=limit,
+                               rate=fixed_rate)
         self.ceiling: int | None = None  # the window at which the host last pushed back
         self.probe = 0.0  # growth credit above the ceiling
         self.active = 0
@@ -229,8 +238,10 @@ class _Host:
         self.epoch = 0  # bumped by each cut: answers to requests sent before it do not cut again
         self.cut_active = 0
         self.cut_throttled = 0
+        self.cut_recent = 0  # accepted in the second before this round's cut (0: no rate learned)
         self.fixed_rate = fixed_rate
         self.learned_rate: float | None = None
+        self.rate_hold = 0.0  # above this, a learned rate grows only slowly
         self.tokens = 1.0
         self.stamp = 0.0
         self.accepted: deque[float] = deque(maxlen=4096)  # start times of accepted requests
@@ -272,7 +283,9 @@ class HostGate:
         """The state of ``origin`` (created on first use; marks it recently used)."""
         state = self._hosts.get(origin)
         if state is None:
-            state = _Host(origin.label, self.limits.per_host, self.limits.rate_for(origin))
+            limits = self.limits
+            state = _Host(origin.label, limits.per_host, limits.rate_for(origin),
+                          slow=limits.slow_start and limits.adaptive)
             self._hosts[origin] = state
             self._prune()
         else:
@@ -375,9 +388,13 @@ class HostGate:
         if not self.limits.adaptive:
             return
         if state.learned_rate is not None:
-            state.learned_rate += RATE_GROWTH * min(1.0, state.learned_rate)
+            step = RATE_GROWTH * min(1.0, state.learned_rate)
+            state.learned_rate += step if state.learned_rate < state.rate_hold else step / 10
             state.stats.rate = state.rate()
         if state.window >= state.limit:
+            return
+        if state.slow:
+            self._set_window(state, min(state.limit, state.window + 1.0))
             return
         if state.ceiling is None or state.window < state.ceiling:
             self._set_window(state, min(state.limit, state.window + 1.0 / state.window))
@@ -395,45 +412,60 @@ class HostGate:
         state.stats.throttled += 1
         if not self.limits.adaptive:
             return
+        state.slow = False
         if ticket.epoch == state.epoch:
             # The first push-back of this round: the requests in flight now were
             # one too many. Halve, and remember the level (TCP's ssthresh).
             state.epoch += 1
             state.cut_active = state.active
             state.cut_throttled = 1
+            state.cut_recent = 0
             state.ceiling = max(1, state.active - 1)
             state.probe = 0.0
-            self._set_window(state, max(1.0, min(state.window / 2, float(state.ceiling))))
+            self._set_window(state, max(1.0, min(state.window / 2, float(state.ceiling))),
+                             cut=True)
             self._learn_rate(state, ticket)
         elif ticket.epoch == state.epoch - 1:
             # More answers of the same round: each one refused is one more over the limit.
             state.cut_throttled += 1
             state.ceiling = max(1, state.cut_active - state.cut_throttled)
             if state.window > state.ceiling:
-                self._set_window(state, float(state.ceiling))
+                self._set_window(state, float(state.ceiling), cut=True)
+            if state.cut_recent:  # it was counted as accepted while in flight: it was not
+                self._set_rate(state, state.cut_recent - (state.cut_throttled - 1))
 
     def _learn_rate(self, state: _Host, ticket: Ticket) -> None:
         """A per-second limit shows as "it took N in the last second, then said no"."""
         first = state.stats.first_start
         if first is None or time.monotonic() - first < 1.0:
             return  # too early to tell a rate limit from a concurrency limit
-        since = ticket.start - 1.0
-        recent = sum(1 for t in state.accepted if t > since)
-        if recent == 0:
+        # a little over a second: the host counted our requests on arrival, a few
+        # milliseconds after we sent them; the others in flight now reached it too
+        # (those refused in this round are taken off as their answers come)
+        since = ticket.start - 1.05
+        recent = sum(1 for t in state.accepted if t > since) + state.active - 1
+        if recent <= 0:
             return
-        learned = max(MIN_RATE, RATE_MARGIN * recent)
-        if state.learned_rate is None or learned < state.learned_rate:
-            state.learned_rate = learned
+        if state.learned_rate is not None and RATE_MARGIN * recent >= state.learned_rate:
+            return  # already slower than that
+        state.cut_recent = recent
+        self._set_rate(state, recent)
+
+    @staticmethod
+    def _set_rate(state: _Host, accepted: int) -> None:
+        state.learned_rate = max(MIN_RATE, RATE_MARGIN * accepted)
+        state.rate_hold = RATE_HOLD * accepted
         state.stats.rate = state.rate()
 
-    def _set_window(self, state: _Host, window: float) -> None:
+    def _set_window(self, state: _Host, window: float, cut: bool = False) -> None:
         before = int(state.window)
         state.window = window
         after = int(window)
         if after != before:
             stats = state.stats
             stats.window = after
-            stats.window_min = min(stats.window_min, after)
+            if cut:  # the smallest window a push-back left (not the slow start's)
+                stats.window_min = min(stats.window_min, after)
             stats.windows.append((round(time.monotonic() - self._t0, 3), after))
             if len(stats.windows) > WINDOW_HISTORY:
                 del stats.windows[0]
