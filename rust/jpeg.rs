@@ -57,6 +57,11 @@ impl JpegJob {
         use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 
         let mut decompressor = Decompressor::new().map_err(|e| jpeg_error(&e))?;
+        // scans.rs refuses such files before decoding; this is libjpeg-turbo's own count,
+        // in case a stream ever parses differently there than in our marker walk.
+        decompressor
+            .set_scan_limit(crate::scans::MAX_SCANS)
+            .map_err(|e| jpeg_error(&e))?;
         let header = decompressor.read_header(data).map_err(|e| jpeg_error(&e))?;
         let factor = if header.is_lossless || denom <= 1 {
             ScalingFactor::ONE

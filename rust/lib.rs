@@ -15,6 +15,7 @@ pub mod pixels;
 pub mod probe;
 pub mod render;
 pub mod resize;
+pub mod scans;
 #[cfg(test)]
 mod test_images;
 pub mod write;

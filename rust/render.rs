@@ -18,6 +18,7 @@ use crate::jpeg;
 use crate::pixels::Pixels;
 use crate::probe::{self, Format, Header};
 use crate::resize;
+use crate::scans;
 use crate::write;
 use crate::yuv;
 
@@ -85,10 +86,20 @@ fn stored_target(header: &Header, max_size: Option<(u32, u32)>) -> (u32, u32) {
     }
 }
 
-/// Decode, shrink to fit `max_size` and apply the orientation: upright pixels.
-pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> CoreResult<Pixels> {
+/// The header of an image we agree to decode: under the pixel limit and, for a JPEG, under
+/// the scan limit (`scans.rs`), both checked before any pixel is allocated or decoded.
+fn admitted_header(data: &[u8], max_pixels: u64) -> CoreResult<Header> {
     let header = probe::probe(data)?;
     header.check_limit(max_pixels)?;
+    if header.format == Format::Jpeg {
+        scans::check_scan_count(data, scans::MAX_SCANS)?;
+    }
+    Ok(header)
+}
+
+/// Decode, shrink to fit `max_size` and apply the orientation: upright pixels.
+pub fn pixels(data: &[u8], max_size: Option<(u32, u32)>, max_pixels: u64) -> CoreResult<Pixels> {
+    let header = admitted_header(data, max_pixels)?;
     upright_pixels(data, &header, max_size)
 }
 
@@ -109,8 +120,7 @@ pub fn plan_pixels(
     max_size: Option<(u32, u32)>,
     max_pixels: u64,
 ) -> CoreResult<DecodePlan> {
-    let header = probe::probe(data)?;
-    header.check_limit(max_pixels)?;
+    let header = admitted_header(data, max_pixels)?;
     if header.format == Format::Jpeg && header.orientation == 1 {
         let target = stored_target(&header, max_size);
         let denom = jpeg::jpeg_scale_denominator(header.width, header.height, target);
@@ -151,8 +161,7 @@ fn upright_pixels(
 
 /// Render `data` per `req`: encoded bytes, or the original bytes when passthrough applies.
 pub fn render<'a>(data: &'a [u8], req: &Request) -> CoreResult<Rendered<'a>> {
-    let header = probe::probe(data)?;
-    header.check_limit(req.max_pixels)?;
+    let header = admitted_header(data, req.max_pixels)?;
     let source = source_out_format(header.format);
     let wanted = req.format.or(source);
     if wanted.is_some()

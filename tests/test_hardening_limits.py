@@ -1,13 +1,16 @@
 """Hardening against a library swapped under a download, CPU and memory bombs (issue #15).
 
 Each test reproduces the attack against a loopback server and generated files:
-a folder inside the library replaced by a link to outside while the body is in flight.
+a folder inside the library replaced by a link to outside while the body is in flight,
+a progressive JPEG that repeats one scan thousands of times, a 3 GB file or a FIFO
+given to ``artpipe probe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import json
 import os
 import subprocess
@@ -19,12 +22,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from artpipe import pipeline, write_image
-from artpipe.errors import SaveError
+from artpipe import pipeline, render, write_image
+from artpipe.errors import DecodeError, SaveError
 from artpipe.fetch import FetchLimits
 from artpipe.image import PROBE_READ_LIMIT, probe_file
 
-from tests.support.server import make_image
+from tests.support.server import ImageServer, make_image
 
 FAST_LIMITS = FetchLimits(max_attempts=1, connect_timeout=5, read_timeout=30, total_timeout=50)
 
@@ -165,3 +168,40 @@ def test_probe_refuses_a_fifo_instead_of_hanging(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert cli.returncode != 0
     assert "not a regular file" in cli.stderr
+
+
+# ---------------------------------------------------------------- class 3: scan bombs
+
+
+def scan_bomb(repeats: int) -> bytes:
+    """A real progressive JPEG whose last refinement scan is repeated ``repeats`` times."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((256, 256)).convert("RGB").save(
+        buf, "JPEG", progressive=True, quality=90)
+    jpeg = buf.getvalue()
+    scan = jpeg[jpeg.rfind(b"\xff\xda"):-2]
+    return jpeg[:-2] + scan * repeats + b"\xff\xd9"
+
+
+def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    with pytest.raises(DecodeError, match="more than 100 scans") as caught:
+        render(scan_bomb(5000))
+    assert "refused before decoding" in str(caught.value)
+    assert render(scan_bomb(0), format="png")  # the same file with its own scans renders
+
+
+async def test_a_scan_bomb_fails_only_its_slot(srv: ImageServer, tmp_path: Path) -> None:
+    srv.add_image("/bomb.jpg", scan_bomb(5000))
+    items = [{"id": "m", "type": "movie", "title": "M", "path": "Movies/M/M.mkv",
+              "art": {"poster": srv.url("/bomb.jpg"), "fanart": srv.url("/fine.jpg")}}]
+    report = tmp_path / "report.jsonl"
+    (tmp_path / "lib").mkdir()
+    async with asyncio.timeout(60):
+        await pipeline.run(items, tmp_path / "lib", limits=FAST_LIMITS, report=report,
+                           workers=1, db=tmp_path / "artpipe.db", cache_dir=tmp_path / "cache")
+    rows = {r["art"]: r for r in rows_of(report)}
+    assert rows["poster"]["status"] == "failed"
+    assert "more than 100 scans" in rows["poster"]["error"]
+    assert rows["fanart"]["status"] == "saved"
