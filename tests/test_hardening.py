@@ -288,3 +288,61 @@ def test_sigterm_stops_cleanly_and_keeps_the_store_rows(tmp_path: Path) -> None:
         saved = {(r.item, r.status) for r in store.all_artwork()}
     assert ("a", "saved") in saved
     assert (library / "a" / "a-poster.jpg").is_file()
+
+
+# -- class 4: secrets at rest ---------------------------------------------------------------
+
+
+def test_url_secrets_are_never_written_or_shown(tmp_path: Path) -> None:
+    """``api_key=``, ``token=`` and ``user:password@`` appear in no file artpipe writes (report,
+    store, cache index, metrics, trace, page) nor on the terminal; a rerun still knows the
+    files it wrote and makes no request."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    secrets = ("SEKRIT-api", "SEKRIT-token", "SEKRIT-password", "SEKRIT-custom")
+    with ThreadedImageServer() as srv:
+        srv.add_image("/p.jpg")
+        srv.add_image("/f.jpg")
+        base = srv.url("/")
+        poster = srv.url("/p.jpg") + f"?size=w500&api_key={secrets[0]}"
+        fanart = base.replace("://", f"://user:{secrets[2]}@") + "f.jpg"
+        missing = srv.url("/gone.png") + f"?token={secrets[1]}&ticket={secrets[3]}"
+        manifest = write_manifest(tmp_path / "m.jsonl", [
+            movie("a", {"poster": poster, "fanart": fanart, "clearlogo": missing})])
+        argv = ("run", manifest, "--library", library, "--secret-param", "Ticket")
+        first = run_cli(*argv)
+        assert first.returncode == 1, first.stderr
+        hits = srv.hits()
+        second = run_cli(*argv)
+        assert second.returncode == 1, second.stderr
+        assert srv.hits() - hits == 1  # only the failed slot is asked for again
+    written = [p for p in library.rglob("*") if p.is_file() and not p.suffix == ".jpg"]
+    names = {p.name for p in written}
+    assert {"artpipe.db", "index.sqlite", "report.jsonl", "metrics.json", "trace.json",
+            "report.html"} <= names, names
+    for path in written:
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path
+    for proc in (first, second):
+        assert not any(s in proc.stdout + proc.stderr for s in secrets)
+    rows = report_rows(library / ".artpipe" / "report.jsonl")
+    by_art = {r["art"]: r for r in rows}
+    assert by_art["poster"]["url"].endswith("?size=w500&api_key=REDACTED")
+    assert "REDACTED@" in by_art["fanart"]["url"]
+    assert "token=REDACTED&ticket=REDACTED" in by_art["clearlogo"]["error"]
+
+
+def test_a_redacted_url_still_matches_its_clear_form_and_nothing_else() -> None:
+    from artpipe.redact import matches, redact_text, redact_url
+
+    url = "https://u:pw@img.example/p.jpg?size=w500&API_KEY=abc&sig=x%3D&n=1#frag"
+    shown = redact_url(url)
+    assert shown == ("https://REDACTED@img.example/p.jpg?size=w500&API_KEY=REDACTED&"
+                     "sig=REDACTED&n=1#frag")
+    assert matches(shown, url)
+    assert matches(shown, url.replace("abc", "rotated"))  # a rotated key: the same image
+    assert not matches(shown, url.replace("w500", "w300"))
+    assert redact_url("https://img.example/p.jpg?id=3") == "https://img.example/p.jpg?id=3"
+    assert redact_url("https://img.example/p.jpg?ticket=1", {"ticket"}).endswith("=REDACTED")
+    assert redact_text("failed: http://a:b@h/x?token=t; retry") == (
+        "failed: http://REDACTED@h/x?token=REDACTED; retry")

@@ -14,7 +14,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from artpipe.store import ArtworkRow, ItemRow, Store, StoreError, default_db_path
+from artpipe.store import (
+    SCHEMA_VERSION,
+    ArtworkRow,
+    ItemRow,
+    Store,
+    StoreError,
+    default_db_path,
+)
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -161,5 +168,5 @@ def test_a_database_from_before_mtimes_is_upgraded_in_place(tmp_path: Path) -> N
         row = store.artwork_for("i")[("poster", 0)]
         assert (row.bytes, row.mtime_ns, row.sha256, row.url) == (300, 123, "h", "http://u")
     check = sqlite3.connect(db)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     check.close()

@@ -37,6 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
+from artpipe.redact import redact_url
+
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """The cache's size cap unless the run passes ``cache_bytes``."""
@@ -80,6 +82,21 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
+def _key(url: str) -> str:
+    """The index key of ``url``: its normalized form, or — when it carries a secret
+    (``user:pass@``, ``api_key=``…) — the redacted form plus a SHA-256 of the whole.
+
+    The index lives beside the library and must not hold credentials in clear,
+    yet two URLs that differ only in a secret may serve different images, so
+    the hash keeps them apart.
+    """
+    key = normalize_url(url)
+    shown = redact_url(key)
+    if shown == key:
+        return key
+    return f"{shown}#sha256={hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One cached original: the URL's key, its blob and the validators to revalidate it."""
@@ -116,7 +133,19 @@ class Cache:
             self._reset(index, exc)
             self._db = self._open(index)
         self._total = self._blob_bytes()
+        self._forget_clear_secrets()
         self._remove_stale_temps()
+
+    def _forget_clear_secrets(self) -> None:
+        """Drop entries an older artpipe keyed by a URL with its secret in clear."""
+        db = self._conn()
+        rows = db.execute(
+            "SELECT url, sha256, size FROM entries WHERE (url LIKE '%@%' OR url LIKE '%=%') "
+            "AND url NOT LIKE '%#sha256=%'").fetchall()
+        for url, sha, size in rows:
+            if redact_url(url) != url:
+                db.execute("DELETE FROM entries WHERE url = ?", (url,))
+                self._release_blob(sha, size)
 
     @staticmethod
     def _open(index: Path) -> sqlite3.Connection:
@@ -174,14 +203,14 @@ class Cache:
         with self._lock:
             row = (
                 self._conn()
-                .execute("SELECT 1 FROM entries WHERE url = ?", (normalize_url(url),))
+                .execute("SELECT 1 FROM entries WHERE url = ?", (_key(url),))
                 .fetchone()
             )
         return row is not None
 
     def get(self, url: str) -> CacheEntry | None:
         """The entry for ``url`` if its blob file exists (marks it recently used)."""
-        key = normalize_url(url)
+        key = _key(url)
         with self._lock:
             entry = self._lookup(key)
             if entry is None:
@@ -198,7 +227,7 @@ class Cache:
         A blob that is gone or whose hash no longer matches is dropped from the
         index (for every URL that shared it) and reported as a miss.
         """
-        key = normalize_url(url)
+        key = _key(url)
         with self._lock:
             entry = self._lookup(key)
         if entry is None:
@@ -229,7 +258,7 @@ class Cache:
         May evict least-recently-used entries to stay under ``max_bytes``; an
         entry larger than the whole cache is evicted at once (and a later read misses).
         """
-        key = normalize_url(url)
+        key = _key(url)
         sha = hashlib.sha256(data).hexdigest()
         path = self._blob_path(sha)
         if not self._blob_ok(path, sha, len(data)):
@@ -257,7 +286,7 @@ class Cache:
 
     def evict(self, url: str) -> None:
         """Forget ``url``; its blob goes too unless another URL still uses it."""
-        key = normalize_url(url)
+        key = _key(url)
         with self._lock:
             db = self._conn()
             row = db.execute("SELECT sha256, size FROM entries WHERE url = ?", (key,)).fetchone()

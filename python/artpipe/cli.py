@@ -56,7 +56,9 @@ def safe(text: object) -> str:
     itself instead of styling (or, unbalanced, crashing) the summary, and
     control characters are shown as ``\\x1b`` rather than sent raw.
     """
-    shown = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
+    from artpipe.redact import redact_text
+
+    shown = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], redact_text(str(text)))
     return escape(shown)
 _SUMMARY_HOSTS = 10  # rows of the summary's hosts table
 
@@ -74,6 +76,13 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> fl
         return None if value is None else parse_rate(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _secret_params(_ctx: click.Context, _param: click.Parameter,
+                   value: tuple[str, ...]) -> frozenset[str]:
+    from artpipe.redact import DEFAULT_SECRET_PARAMS
+
+    return DEFAULT_SECRET_PARAMS | {v.strip().lower() for v in value if v.strip()}
 
 
 def _fail(message: str) -> None:
@@ -337,6 +346,11 @@ def main() -> None:
 @click.option("--movie-sets-folder", metavar="DIR",
               help="Kodi's movie set information folder, relative to the library: a movieset "
                    "without a path goes to DIR/<title>/.")
+@click.option("--secret-param", "secret_params", multiple=True, metavar="NAME",
+              callback=_secret_params,
+              help="A query parameter whose value is a secret: redacted (like user:password@ "
+                   "and api_key, token, signature, … already are) wherever a URL is written "
+                   "or shown. Repeatable.")
 @click.option("--html", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the run report page here [default: LIBRARY/.artpipe/report.html; "
                    "report, metrics and trace then default to that folder too].")

@@ -31,7 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, TypeAlias
 
-from artpipe import naming
+from artpipe import naming, redact
 from artpipe.errors import ArtpipeError
 from artpipe.models import ArtSlot, ArtType, Item, Layout
 
@@ -229,7 +229,9 @@ def resolve(slot: ArtSlot, state: SlotState) -> Source:
             return Remove(state.target)
         return Nothing(f"{state.target} is already absent")
     recorded = state.recorded
-    if not changed and state.file_exists and recorded is not None and recorded.url == slot.url:
+    # the store keeps URLs with their secrets redacted (artpipe.redact); the manifest's is clear
+    if (not changed and state.file_exists and recorded is not None
+            and redact.matches(recorded.url, slot.url)):
         if state.refresh:
             return Web(slot.url, recorded.etag, recorded.last_modified)
         return LocalFile(state.target)

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from artpipe.errors import StoreError
+from artpipe.redact import redact_text, redact_url
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: URLs are stored with their secrets redacted (artpipe.redact)
 log = logging.getLogger("artpipe")
 
 _SCHEMA = """
@@ -164,6 +165,27 @@ class Store:
         for name, kind in _ADDED_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE artwork ADD COLUMN {name} {kind}")
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version < 3:
+            self._redact_rows()
+
+    def _redact_rows(self) -> None:
+        """Rows from before schema 3 may hold ``api_key=…`` or ``user:pass@`` in clear.
+
+        Rewritten once, redacted the way new rows are; the plan still matches
+        them with the manifest's URL (``redact.matches``), so nothing is
+        downloaded again for it.
+        """
+        rows = self._db.execute(
+            "SELECT item, art, \"index\", url, error FROM artwork "
+            "WHERE url LIKE '%@%' OR url LIKE '%=%' OR error LIKE '%://%'").fetchall()
+        for item, art, index, url, error in rows:
+            clean_url = redact_url(url) if url else url
+            clean_error = redact_text(error) if error else error
+            if (clean_url, clean_error) != (url, error):
+                self._db.execute(
+                    'UPDATE artwork SET url=?, error=? WHERE item=? AND art=? AND "index"=?',
+                    (clean_url, clean_error, item, art, index))
 
     # -- lifecycle ------------------------------------------------------
     def close(self) -> None:

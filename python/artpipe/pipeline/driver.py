@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +32,8 @@ from artpipe.manifest import iter_manifest, parse_item
 from artpipe.metrics import Metrics
 from artpipe.models import Item, SlotStatus
 from artpipe.pipeline.options import RunOptions
-from artpipe.pipeline.runner import REPORT_KEYS, ItemOutcome, ItemRunner
+from artpipe.pipeline.runner import REPORT_KEYS, ItemOutcome, ItemRunner, SlotResult
+from artpipe.redact import DEFAULT_SECRET_PARAMS, redact_text, redact_url
 from artpipe.store import ArtworkRow, ItemRow, Store, default_db_path
 
 Items = str | os.PathLike[str] | Iterable[Item | dict[str, Any]]
@@ -225,8 +226,10 @@ class StoreSink:
     """Driver-side consumer of outcomes: store batches, report rows, totals."""
 
     def __init__(self, store: Store, report: IO[str] | None, stats: RunStats,
-                 metrics: Metrics, progress: ProgressCallback | None, batch_size: int) -> None:
+                 metrics: Metrics, progress: ProgressCallback | None, batch_size: int,
+                 secret_params: Iterable[str] = DEFAULT_SECRET_PARAMS) -> None:
         self.store = store
+        self.secret_params = frozenset(secret_params)
         self.report = report
         self.stats = stats
         self.metrics = metrics
@@ -236,16 +239,19 @@ class StoreSink:
 
     def bad_line(self, error: ManifestError) -> None:
         self.stats.bad_lines += 1
-        _count_error(self.stats.errors, str(error))
+        message = redact_text(str(error), self.secret_params)
+        _count_error(self.stats.errors, message)
         self.metrics.count("manifest.bad_lines")
         if self.report is not None:
             row = dict.fromkeys(REPORT_KEYS)  # a line rejected whole: no slot to describe
-            row.update(item=error.item, status=SlotStatus.FAILED.value, error=str(error))
+            row.update(item=error.item, status=SlotStatus.FAILED.value, error=message)
             self.report.write(json.dumps(row) + "\n")
         if self.progress is not None:
             self.progress(self.stats, None)
 
     def add(self, outcome: ItemOutcome) -> None:
+        # secrets in URLs never reach the report, the store or the page (artpipe.redact)
+        outcome = ItemOutcome(outcome.item, tuple(self._redacted(r) for r in outcome.results))
         self.pending.append(outcome)
         self.stats.items_done += 1
         for r in outcome.results:
@@ -261,6 +267,15 @@ class StoreSink:
             self.progress(self.stats, outcome)
         if len(self.pending) >= self.batch_size:
             self.flush()
+
+    def _redacted(self, r: SlotResult) -> SlotResult:
+        secret = self.secret_params
+        url = redact_url(r.url, secret) if r.url else r.url
+        error = redact_text(r.error, secret) if r.error else r.error
+        reason = redact_text(r.reason, secret) if r.reason else r.reason
+        if (url, error, reason) == (r.url, r.error, r.reason):
+            return r
+        return replace(r, url=url, error=error, reason=reason)
 
     def flush(self) -> None:
         if not self.pending:
@@ -353,7 +368,8 @@ def open_driver(opts: RunOptions, progress: ProgressCallback | None, stack: Exit
         metrics.count(f"images.{status.value}", 0)
     metrics.count("images.passthrough", 0)
     stats = RunStats()
-    sink = StoreSink(store, report, stats, metrics, progress, opts.batch_size)
+    sink = StoreSink(store, report, stats, metrics, progress, opts.batch_size,
+                     opts.secret_params)
     return Driver(library, db, store, cache, metrics, stats, sink)
 
 

@@ -20,6 +20,7 @@ from artpipe.fetch import DEFAULT_LIMITS, FetchLimits
 from artpipe.models import ExtrafanartStyle, Layout
 from artpipe.naming import path_problem
 from artpipe.pipeline.runner import ItemSettings
+from artpipe.redact import DEFAULT_SECRET_PARAMS
 
 DEFAULT_CONCURRENCY: Final = DEFAULT_LIMITS.concurrency
 DEFAULT_PER_HOST: Final = DEFAULT_LIMITS.per_host
@@ -62,6 +63,8 @@ class RunOptions:
     rates: tuple[tuple[str, float], ...] = ()  # (host, req/s), on top of limits.rates
     rate_default: float | None = None  # req/s for every other host (None: limits')
     throttle_deadline: float | None = None  # seconds (None: limits', 10 minutes by default)
+    # query parameters whose values are redacted wherever a URL is written (artpipe.redact)
+    secret_params: frozenset[str] = DEFAULT_SECRET_PARAMS
 
     def __post_init__(self) -> None:
         self.layout()  # a bad naming option stops the run before anything is created
@@ -143,3 +146,4 @@ class RunOptionsArgs(TypedDict, total=False):
     rates: tuple[tuple[str, float], ...]
     rate_default: float | None
     throttle_deadline: float | None
+    secret_params: frozenset[str]
