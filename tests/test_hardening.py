@@ -346,3 +346,26 @@ def test_a_redacted_url_still_matches_its_clear_form_and_nothing_else() -> None:
     assert redact_url("https://img.example/p.jpg?ticket=1", {"ticket"}).endswith("=REDACTED")
     assert redact_text("failed: http://a:b@h/x?token=t; retry") == (
         "failed: http://REDACTED@h/x?token=REDACTED; retry")
+
+
+async def test_a_repeated_id_is_refused_so_two_paths_do_not_fight(srv: ImageServer,
+                                                                  tmp_path: Path) -> None:
+    """Two lines with one id and two paths rewrote each other's art on every run: the
+    first line wins, the later one is a bad line naming the first, and a rerun is quiet."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    first = {"id": "a", "type": "movie", "path": "A/a.mkv",
+             "art": {"poster": srv.url("/1.jpg")}}
+    again = {"id": "a", "type": "movie", "path": "B/b.mkv",
+             "art": {"poster": srv.url("/2.jpg")}}
+    manifest = write_manifest(tmp_path / "m.jsonl", [first, again])
+    report = await pipeline.run(manifest, library, report=tmp_path / "r.jsonl")
+    assert (report.summary()["saved"], report.stats.bad_lines) == (1, 1)
+    bad = [r for r in report_rows(tmp_path / "r.jsonl") if r["art"] is None]
+    assert "line 2" in bad[0]["error"] and "already given by line 1" in bad[0]["error"]
+    assert (library / "A" / "a-poster.jpg").is_file()
+    assert not (library / "B").exists()
+    hits = srv.hits()
+    rerun = await pipeline.run(manifest, library)
+    assert (rerun.summary()["unchanged"], rerun.summary()["saved"]) == (1, 0)
+    assert srv.hits() == hits

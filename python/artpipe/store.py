@@ -119,6 +119,7 @@ class Store:
                 "check the folder is writable, or pass --db to put it elsewhere"
             ) from exc
         self._in_tx = False
+        self._run_ids = False
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
@@ -284,6 +285,24 @@ class Store:
             'UPDATE artwork SET mtime_ns=?, updated_at=? WHERE item=? AND art=? AND "index"=?',
             (mtime_ns, time.time(), item, art, index),
         )
+
+    def first_line_of(self, item_id: str, line: int, path: str) -> tuple[int, str] | None:
+        """The (line, path) that gave ``item_id`` first in this run; None when this is it.
+
+        A temporary table (this connection, this run only, on disk): a
+        manifest of millions of ids costs no memory for it.
+        """
+        if not self._run_ids:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS run_ids "
+                             "(id TEXT PRIMARY KEY, line INTEGER, path TEXT)")
+            self._run_ids = True
+        added = self._db.execute("INSERT OR IGNORE INTO temp.run_ids VALUES (?, ?, ?)",
+                                 (item_id, line, path))
+        if added.rowcount == 1:
+            return None
+        row = self._db.execute("SELECT line, path FROM temp.run_ids WHERE id=?",
+                               (item_id,)).fetchone()
+        return (int(row[0]), str(row[1])) if row is not None else None
 
     def delete_artwork(self, item: str, art: str, index: int) -> None:
         self._db.execute(

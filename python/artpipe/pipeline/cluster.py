@@ -348,7 +348,8 @@ async def _drive(
     run_id = uuid.uuid4().hex[:8]
     pending: dict[asyncio.Task[ShardResult], tuple[int, tuple[Item, ...], Any]] = {}
     try:
-        shards = batched(iter_items(items, driver.sink.bad_line), opts.shard_size)
+        shards = batched(driver.unique(iter_items(items, driver.sink.bad_line)),
+                         opts.shard_size)
         for n, shard in enumerate(shards):
             while len(pending) >= max_in_flight:
                 await _collect(pending, driver, opts)

@@ -316,6 +316,25 @@ class Driver:
     sink: StoreSink
     hosts: dict[str, Any] = field(default_factory=dict)
 
+    def unique(self, items: Iterator[Item]) -> Iterator[Item]:
+        """``items`` without the lines that repeat an earlier line's id.
+
+        Two lines with one id share one set of store rows: with two paths
+        they would rewrite each other's art on every run. The first line in
+        the manifest wins; a later one is a bad line naming the first.
+        """
+        for item in items:
+            first = self.store.first_line_of(item.id, item.line, item.path)
+            if first is None:
+                yield item
+                continue
+            line, path = first
+            where = f"line {line}" if line else "an earlier item"
+            self.sink.bad_line(ManifestError(
+                f"id {item.id!r} was already given by {where} (path {path!r}); ids must be "
+                "unique — the first wins and this line is not run", line=item.line or None,
+                item=item.id))
+
     def finish(self, opts: RunOptions) -> RunReport:
         """Write the metrics/trace files and build the report (after the stores closed)."""
         try:

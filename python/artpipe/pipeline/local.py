@@ -45,7 +45,7 @@ async def run(items: Items, opts: RunOptions, *, progress: ProgressCallback | No
             }
             driver.stats.host_windows = fetcher.host_windows
             try:
-                async with aclosing(pipelined(item_iter, runner,
+                async with aclosing(pipelined(driver.unique(item_iter), runner,
                                               opts.item_workers_for(limits))) as outcomes:
                     async for outcome in outcomes:
                         driver.sink.add(outcome)
