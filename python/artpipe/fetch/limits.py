@@ -335,7 +335,7 @@ class HostGate:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._leave(state)  # woken and cancelled at once: pass the place on
-            else:
+            elif waiter in state.waiters:  # ``_wake`` may have dropped it, cancelled, already
                 state.waiters.remove(waiter)
             raise
 
