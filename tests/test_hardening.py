@@ -369,3 +369,44 @@ async def test_a_repeated_id_is_refused_so_two_paths_do_not_fight(srv: ImageServ
     rerun = await pipeline.run(manifest, library)
     assert (rerun.summary()["unchanged"], rerun.summary()["saved"]) == (1, 0)
     assert srv.hits() == hits
+
+
+async def test_colliding_targets_go_to_the_first_item_in_manifest_order(tmp_path: Path) -> None:
+    """Two video files of one movie in one folder name the same poster: whichever item is
+    planned first, the first line keeps the file and the other slot fails naming both."""
+    import asyncio
+
+    from artpipe.manifest import parse_item
+    from artpipe.pipeline.claims import Claims
+    from artpipe.plan import plan_item
+
+    from tests.test_plan import World
+
+    world = World(tmp_path / "lib")
+    (world.library / "M").mkdir(parents=True)
+    lines = [{"id": f"m{n}", "type": "movie", "title": f"M{n}", "path": f"M/M.{ext}",
+              "art": {"poster": f"https://img.example/{n}.jpg",
+                      "extrafanart": [f"https://img.example/{n}e.jpg"]}}
+             for n, ext in enumerate(("mkv", "avi"))]
+    items = [parse_item(line, n + 1) for n, line in enumerate(lines)]
+    plans = [plan_item(item, world.library, world) for item in items]
+    claims = Claims()
+    tickets = [claims.ticket() for _ in items]
+    # the second item is ready first: it must wait for the first one's turn
+    later = asyncio.ensure_future(claims.claim(tickets[1], items[1], plans[1]))
+    await asyncio.sleep(0)
+    assert not later.done()
+    kept, lost = await claims.claim(tickets[0], items[0], plans[0])
+    assert (len(kept.slots), lost) == (2, [])
+    kept, lost = await later
+    assert kept.slots == ()
+    assert [(x.slot.art.value, x.target.name) for x in lost] == [
+        ("poster", "M-poster.jpg"), ("extrafanart", "M-fanart1.jpg")]
+    assert all('"M0"' in x.error and "line 1" in x.error and "first in the manifest" in x.error
+               for x in lost)
+    # a ticket given up (an item that failed before claiming) does not hold the line
+    stuck = claims.ticket()
+    after = claims.ticket()
+    claims.done(stuck)
+    kept, lost = await claims.claim(after, items[1], plans[1])  # its turn came: no hang
+    assert kept.slots == () and len(lost) == 2
