@@ -3,7 +3,8 @@
 Each test reproduces the attack against a loopback server and generated files:
 a folder inside the library replaced by a link to outside while the body is in flight,
 a progressive JPEG that repeats one scan thousands of times, a 3 GB file or a FIFO
-given to ``artpipe probe``.
+given to ``artpipe probe``, an item with a great many extrafanart URLs and many huge
+16-bit PNGs rendering at once (scaled down; the budgets' high-water marks are asserted).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import errno
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,8 @@ from aiohttp import web
 from artpipe import pipeline, render, write_image
 from artpipe.errors import DecodeError, SaveError
 from artpipe.fetch import FetchLimits
-from artpipe.image import PROBE_READ_LIMIT, probe_file
+from artpipe.image import PROBE_READ_LIMIT, decoded_bytes, probe_file
+from artpipe.pipeline.budget import ByteBudget
 
 from tests.support.server import ImageServer, make_image
 
@@ -205,3 +209,110 @@ async def test_a_scan_bomb_fails_only_its_slot(srv: ImageServer, tmp_path: Path)
     assert rows["poster"]["status"] == "failed"
     assert "more than 100 scans" in rows["poster"]["error"]
     assert rows["fanart"]["status"] == "saved"
+
+
+# ---------------------------------------------------------------- class 2: bytes in flight
+
+
+def png16(width: int, height: int, seed: int) -> bytes:
+    """A real 16-bit RGBA PNG (8 bytes a pixel decoded), written by hand: Pillow has none."""
+    rows = b"".join(
+        b"\x00" + bytes((x * 7 + y * 3 + seed + c) % 256 for x in range(width) for c in range(8))
+        for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_decoded_bytes_counts_channels_and_sample_size() -> None:
+    assert decoded_bytes(png16(30, 20, seed=1)) == 30 * 20 * 8
+    assert decoded_bytes(make_image(30, 20)) == 30 * 20 * 3
+    assert decoded_bytes(make_image(30, 20, fmt="PNG")) == 30 * 20 * 3
+    assert decoded_bytes(b"<!DOCTYPE html>") == 0
+
+
+async def test_byte_budget_admits_within_capacity_and_an_oversize_request_alone() -> None:
+    budget = ByteBudget(100)
+    inside: list[int] = []
+
+    async def hold(n: int) -> None:
+        async with budget.hold(n):
+            inside.append(budget.used)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(hold(n) for n in (40, 40, 40, 250, 10, 60, 30)))
+    assert budget.used == 0
+    assert budget.high_water == 250  # the oversize one, alone
+    assert max(u for u in inside if u != 250) <= 100
+    assert 250 in inside
+    async with budget.hold(80) as held:
+        held.resize(20)
+        assert budget.used == 20
+    assert budget.used == 0
+
+
+async def test_a_waiter_cancelled_in_line_gives_its_place_up() -> None:
+    budget = ByteBudget(10)
+    async with budget.hold(10):
+        stuck = asyncio.ensure_future(budget.acquire(5))
+        await asyncio.sleep(0)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+    assert budget.used == 0
+    async with budget.hold(10):
+        assert budget.used == 10
+
+
+async def test_an_item_with_many_extrafanart_urls_holds_bodies_within_the_budget(
+    srv: ImageServer, tmp_path: Path
+) -> None:
+    """The 1,500-URL item, scaled down: 150 bodies of ~20 KB, a 64 KB cap, 256 KB budget."""
+    urls = []
+    for n in range(150):
+        srv.add_image(f"/x{n}.jpg", make_image(320, 200, seed=n, quality=95))
+        urls.append(srv.url(f"/x{n}.jpg"))
+    items = [{"id": "m", "type": "movie", "title": "M", "path": "Movies/M/M.mkv",
+              "art": {"extrafanart": urls}}]
+    (tmp_path / "lib").mkdir()
+    budget = 256 * 1024
+    async with asyncio.timeout(60):
+        report = await pipeline.run(
+            items, tmp_path / "lib", limits=replace(FAST_LIMITS, max_bytes=64 * 1024),
+            workers=4, body_budget=budget, db=tmp_path / "artpipe.db",
+            cache_dir=tmp_path / "cache", report=tmp_path / "report.jsonl")
+    assert report.stats.slots["saved"] == 150
+    peak = report.metrics.counter("memory.bodies_peak_bytes")
+    assert 0 < peak <= budget
+
+
+async def test_huge_16_bit_pngs_render_within_the_decoded_bytes_budget(
+    srv: ImageServer, tmp_path: Path
+) -> None:
+    """24 16-bit RGBA PNGs with 8 render workers, scaled down: 500 KB decoded each, a 1.2 MB
+    budget (two at a time), and one over the whole budget that must run alone."""
+    items = []
+    for n in range(24):
+        srv.add_image(f"/p{n}.png", png16(250, 250, seed=n), content_type="image/png")
+        items.append({"id": f"m{n}", "type": "movie", "title": f"M{n}",
+                      "path": f"Movies/M{n}/M{n}.mkv", "art": {"poster": srv.url(f"/p{n}.png")}})
+    srv.add_image("/big.png", png16(450, 450, seed=99), content_type="image/png")
+    items.append({"id": "big", "type": "movie", "title": "Big", "path": "Movies/B/B.mkv",
+                  "art": {"poster": srv.url("/big.png")}})
+    (tmp_path / "lib").mkdir()
+    budget = 1_200_000
+    async with asyncio.timeout(60):
+        report = await pipeline.run(
+            items, tmp_path / "lib", limits=FAST_LIMITS, workers=8, item_workers=25,
+            pixel_budget=budget, db=tmp_path / "artpipe.db", cache_dir=tmp_path / "cache",
+            report=tmp_path / "report.jsonl")
+    assert report.stats.slots["saved"] == 25
+    peak = report.metrics.counter("memory.pixels_peak_bytes")
+    big = 450 * 450 * 8
+    assert peak == big, f"the oversize render ran alone; otherwise at most {budget}: {peak}"

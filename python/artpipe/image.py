@@ -17,6 +17,7 @@ import stat
 from typing import TYPE_CHECKING, Final, Literal
 
 from artpipe import _core
+from artpipe.errors import ArtpipeError
 from artpipe.models import ImageInfo, SavedImage
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "BytesLike",
     "OutputFormat",
     "decode",
+    "decoded_bytes",
     "encode",
     "probe",
     "probe_file",
@@ -139,6 +141,32 @@ def probe_file(path: str | os.PathLike[str], *, limit: int = PROBE_READ_LIMIT) -
     finally:
         os.close(fd)
     return probe(b"".join(chunks))
+
+
+# PNG colour type -> channels once decoded (a palette expands to RGB or RGBA: count 4).
+_PNG_CHANNELS: Final = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+
+
+def decoded_bytes(data: BytesLike) -> int:
+    """What the pixels of ``data`` take once decoded: width x height x channels x bytes per
+    sample, from the header alone (0 for bytes that do not probe: they fail cheaply).
+
+    The pipeline reserves this much of its decoded-bytes budget before a render, so a 16-bit
+    RGBA PNG counts 8 bytes a pixel and many of them do not decode at once.
+    """
+    try:
+        info = probe(data)
+    except ArtpipeError:
+        return 0
+    channels, sample = 4, 1  # WebP, GIF: RGBA
+    if info.format == "jpeg":
+        channels = 3
+    elif info.format == "png":
+        head = bytes(data[24:26])  # IHDR: bit depth, colour type
+        if len(head) == 2:
+            channels = _PNG_CHANNELS.get(head[1], 4)
+            sample = 2 if head[0] == 16 else 1
+    return info.width * info.height * channels * sample
 
 
 def render(

@@ -19,7 +19,7 @@ from artpipe.errors import ArtpipeError
 from artpipe.fetch import DEFAULT_LIMITS, FetchLimits
 from artpipe.models import ExtrafanartStyle, Layout
 from artpipe.naming import path_problem
-from artpipe.pipeline.runner import ItemSettings
+from artpipe.pipeline.runner import DEFAULT_BODY_BUDGET, DEFAULT_PIXEL_BUDGET, ItemSettings
 from artpipe.redact import DEFAULT_SECRET_PARAMS
 
 DEFAULT_CONCURRENCY: Final = DEFAULT_LIMITS.concurrency
@@ -65,6 +65,9 @@ class RunOptions:
     throttle_deadline: float | None = None  # seconds (None: limits', 10 minutes by default)
     # query parameters whose values are redacted wherever a URL is written (artpipe.redact)
     secret_params: frozenset[str] = DEFAULT_SECRET_PARAMS
+    # bytes of downloaded bodies held until saved / decoded pixel bytes rendering at once
+    body_budget: int = DEFAULT_BODY_BUDGET
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET
 
     def __post_init__(self) -> None:
         self.layout()  # a bad naming option stops the run before anything is created
@@ -84,7 +87,8 @@ class RunOptions:
         """What every item runner of this run shares."""
         return ItemSettings(originals=self.originals, refresh=self.refresh,
                             quality=self.quality, layout=self.layout(),
-                            keep_changed=self.keep_changed)
+                            keep_changed=self.keep_changed, body_budget=self.body_budget,
+                            pixel_budget=self.pixel_budget)
 
     def layout(self) -> Layout:
         """The naming choices (docs/kodi.md); a bad one stops the run before it starts."""
@@ -147,3 +151,5 @@ class RunOptionsArgs(TypedDict, total=False):
     rate_default: float | None
     throttle_deadline: float | None
     secret_params: frozenset[str]
+    body_budget: int
+    pixel_budget: int

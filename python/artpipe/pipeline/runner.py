@@ -29,8 +29,10 @@ from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
 from artpipe.errors import ArtpipeError, DecodeError, FetchError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits, FetchResult
+from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
+from artpipe.pipeline.budget import ByteBudget
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
 from artpipe.store import ArtworkRow
 
@@ -85,6 +87,13 @@ class ItemOutcome:
 
 
 
+# Memory bounds (docs in pipeline/budget.py): with the 50 MiB body cap, 1 GiB of bodies
+# still lets 20 downloads run at once; 1 GiB of decoded pixels is one 16-bit RGBA PNG of
+# 134 MP, or a hundred 4K JPEGs.
+DEFAULT_BODY_BUDGET = 1024 * 1024 * 1024
+DEFAULT_PIXEL_BUDGET = 1024 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ItemSettings:
     """How items are saved and planned: the run options every item runner shares."""
@@ -94,6 +103,8 @@ class ItemSettings:
     quality: int = 90
     layout: Layout = field(default_factory=Layout)  # extrafanart style, movie sets folder
     keep_changed: bool = False  # keep files changed outside artpipe (docs/changed-files.md)
+    body_budget: int = DEFAULT_BODY_BUDGET  # bytes of downloaded bodies held until saved
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # decoded pixel bytes of the renders in flight
 
 
 RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
@@ -202,6 +213,9 @@ class ItemRunner:
         self._swept: OrderedDict[str, None] = OrderedDict()
         fetcher.keep = self._keep  # into the cache inside the fetcher's single flight
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
+        # Shared by all item workers: what bounds memory (pipeline/budget.py).
+        self.bodies = ByteBudget(settings.body_budget, "downloaded bytes")
+        self.pixels = ByteBudget(settings.pixel_budget, "decoded bytes")
 
     @classmethod
     @asynccontextmanager
@@ -219,8 +233,12 @@ class ItemRunner:
     ) -> AsyncIterator[ItemRunner]:
         """A runner with its own ``Fetcher`` (the run's one HTTP session), closed on exit."""
         async with Fetcher(limits, metrics=metrics, resolve=resolve) as fetcher:
-            yield cls(library=library, fetcher=fetcher, cache=cache, executor=executor,
-                      metrics=metrics, rows_for=rows_for, settings=settings)
+            runner = cls(library=library, fetcher=fetcher, cache=cache, executor=executor,
+                         metrics=metrics, rows_for=rows_for, settings=settings)
+            try:
+                yield runner
+            finally:
+                runner.record_peaks()
 
     def host_stats(self) -> dict[str, dict[str, Any]]:
         """Per-host fetch statistics as plain dicts (for the report and across processes)."""
@@ -243,19 +261,32 @@ class ItemRunner:
             # slots the manifest gave but that failed validation: reported, never planned
             results = [_problem(item, p) for p in item.problems]
             results += [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
+            # Each slot is loaded and saved on its own, holding its bytes only from
+            # download to save (an item with 1,500 extrafanart URLs never holds them all).
+            per_slot = await asyncio.gather(
+                *(self._load_and_save(item, p, facts) for p in item_plan.slots))
+            saved = [r for rs in per_slot for r in rs]
+            with self.metrics.timer("item.save_to_disk", track="items"):
+                targets = {str(p.target) for p in item_plan.slots}
+                results.extend(await asyncio.to_thread(self._tidy, saved, facts, targets))
+        return ItemOutcome(item, tuple(results))
+
+    async def _load_and_save(self, item: Item, planned: planner.PlannedSlot,
+                             facts: StoreFacts) -> list[SlotResult]:
+        """One slot under the body budget: reserve the body cap before its bytes exist,
+        keep only their real size once loaded, release it when the slot is saved."""
+        carries_bytes = isinstance(planned.source, planner.Web | planner.Cache)
+        cap = self.fetcher.limits.max_bytes if carries_bytes else 0
+        async with self.bodies.hold(cap) as held:
             with self.metrics.timer("item.download", track="items"):
-                loaded = await asyncio.gather(
-                    *(self._load(item, p, facts) for p in item_plan.slots)
-                )
-            token = SAVE_PHASE.set(True)
+                loaded = await self._load(item, planned, facts)
+            held.resize(len(loaded.data) if loaded.data is not None else 0)
+            token = SAVE_PHASE.set(True)  # this slot's task only: others may still fetch
             try:
                 with self.metrics.timer("item.save_to_disk", track="items"):
-                    saved = await self._save(item, loaded)
-                    targets = {str(p.target) for p in item_plan.slots}
-                    results.extend(await asyncio.to_thread(self._tidy, saved, facts, targets))
+                    return await self._save(item, [loaded])
             finally:
                 SAVE_PHASE.reset(token)
-        return ItemOutcome(item, tuple(results))
 
     def _tidy(self, results: list[SlotResult], facts: StoreFacts,
               targets: set[str]) -> list[SlotResult]:
@@ -393,7 +424,6 @@ class ItemRunner:
 
     # -- save phase (bytes only; SAVE_PHASE is set) ---------------------
     async def _save(self, item: Item, loaded: list[_Loaded]) -> list[SlotResult]:
-        loop = asyncio.get_running_loop()
         results: list[SlotResult] = []
         jobs: list[tuple[_Loaded, asyncio.Future[SaveOutcome]]] = []
         for entry in loaded:
@@ -431,7 +461,7 @@ class ItemRunner:
                     quality=self.settings.quality,
                     root=str(self.library),
                 )
-                jobs.append((entry, loop.run_in_executor(self.executor, save_one, job)))
+                jobs.append((entry, asyncio.create_task(self._render(job))))
         for entry, future in jobs:
             slot, target = entry.planned.slot, str(entry.planned.target)
             try:
@@ -466,6 +496,18 @@ class ItemRunner:
                 note=REPLACED_CHANGED if replaced else None,
             ))
         return results
+
+    async def _render(self, job: SaveJob) -> SaveOutcome:
+        """Render under the decoded-bytes budget: the pixels' size is known from the header,
+        so huge images wait for room instead of all decoding at once."""
+        async with self.pixels.hold(decoded_bytes(job.data)):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, save_one, job)
+
+    def record_peaks(self) -> None:
+        """The budgets' high-water marks, as counters (bytes; per process)."""
+        self.metrics.count("memory.bodies_peak_bytes", self.bodies.high_water)
+        self.metrics.count("memory.pixels_peak_bytes", self.pixels.high_water)
 
     async def _sweep(self, directory: str) -> None:
         """Remove temp files a killed run left in a folder we are about to write."""
