@@ -40,7 +40,7 @@ fn main() {
     if !simd && matches!(arch.as_str(), "x86_64" | "x86" | "aarch64" | "arm") {
         println!(
             "cargo:warning=libjpeg-turbo was built WITHOUT its SIMD extensions (nasm/yasm not \
-             found): JPEG decode and encode will be about 2-3x slower. artpipe works; for full \
+             found): JPEG decode and encode will be about 2x slower. artpipe works; for full \
              speed install nasm (e.g. `apt install nasm`, `brew install nasm`) and rebuild, or \
              install a release wheel. `artpipe doctor` shows what a build has."
         );

@@ -59,7 +59,7 @@ def _simd_fact(core: dict[str, str]) -> Fact:
         return Fact(
             "JPEG SIMD", in_use,
             "this core was built without nasm, so JPEG decode/encode use libjpeg-turbo's C "
-            "paths (about 2-3x slower): install nasm and reinstall from source, or install a "
+            "paths (about 2x slower): install nasm and reinstall from source, or install a "
             "release wheel",
         )
     return Fact("JPEG SIMD", in_use)
