@@ -410,3 +410,30 @@ async def test_colliding_targets_go_to_the_first_item_in_manifest_order(tmp_path
     claims.done(stuck)
     kept, lost = await claims.claim(after, items[1], plans[1])  # its turn came: no hang
     assert kept.slots == () and len(lost) == 2
+
+
+async def test_two_items_on_one_file_do_not_fight_across_runs(srv: ImageServer,
+                                                              tmp_path: Path) -> None:
+    """End to end: the first line keeps the poster, the second fails naming it, and a
+    rerun neither downloads nor rewrites anything."""
+    library = tmp_path / "lib"
+    (library / "M").mkdir(parents=True)
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": f"m{n}", "type": "movie", "title": f"M{n}", "path": f"M/M.{ext}",
+         "art": {"poster": srv.url(f"/{n}.jpg"), "extrafanart": [srv.url(f"/{n}e.jpg")]}}
+        for n, ext in enumerate(("mkv", "avi"))])
+    report = await pipeline.run(manifest, library, report=tmp_path / "r.jsonl")
+    assert (report.summary()["saved"], report.summary()["failed"]) == (2, 2)
+    failed = [r for r in report_rows(tmp_path / "r.jsonl") if r["status"] == "failed"]
+    assert {r["item"] for r in failed} == {"m1"}
+    assert all('"M0"' in r["error"] and "first in the manifest" in r["error"] for r in failed)
+    with Store(default_db_path(library)) as store:
+        owners = {(r.item, r.art): r.url for r in store.all_artwork() if r.status == "saved"}
+    assert owners == {("m0", "poster"): srv.url("/0.jpg"),
+                      ("m0", "extrafanart"): srv.url("/0e.jpg")}
+    stamps = {p: p.stat().st_mtime_ns for p in (library / "M").iterdir()}
+    hits = srv.hits()
+    rerun = await pipeline.run(manifest, library)
+    assert (rerun.summary()["unchanged"], rerun.summary()["saved"]) == (2, 0)
+    assert srv.hits() == hits
+    assert {p: p.stat().st_mtime_ns for p in (library / "M").iterdir()} == stamps

@@ -33,6 +33,7 @@ from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
 from artpipe.pipeline.budget import ByteBudget
+from artpipe.pipeline.claims import Claims
 from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
 from artpipe.store import ArtworkRow
 
@@ -213,6 +214,7 @@ class ItemRunner:
         self._swept: OrderedDict[str, None] = OrderedDict()
         fetcher.keep = self._keep  # into the cache inside the fetcher's single flight
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
+        self.claims = Claims()  # two items naming one file: the first line keeps it
         # Shared by all item workers: what bounds memory (pipeline/budget.py).
         self.bodies = ByteBudget(settings.body_budget, "downloaded bytes")
         self.pixels = ByteBudget(settings.pixel_budget, "decoded bytes")
@@ -245,6 +247,13 @@ class ItemRunner:
         return {name: asdict(s) for name, s in self.fetcher.host_stats().items()}
 
     async def process(self, item: Item) -> ItemOutcome:
+        ticket = self.claims.ticket()  # before any await: workers take items in manifest order
+        try:
+            return await self._process(item, ticket)
+        finally:
+            self.claims.done(ticket)  # an item that failed before claiming holds no one up
+
+    async def _process(self, item: Item, ticket: int) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
             # rows on the loop (the store's connection lives here); the stat,
             # realpath and listdir calls of planning in a thread, so a slow NAS
@@ -261,6 +270,8 @@ class ItemRunner:
             # slots the manifest gave but that failed validation: reported, never planned
             results = [_problem(item, p) for p in item.problems]
             results += [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
+            item_plan, lost = await self.claims.claim(ticket, item, item_plan)
+            results += [_failed(item, x.slot, str(x.target), x.error) for x in lost]
             # Each slot is loaded and saved on its own, holding its bytes only from
             # download to save (an item with 1,500 extrafanart URLs never holds them all).
             per_slot = await asyncio.gather(
