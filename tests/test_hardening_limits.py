@@ -229,6 +229,13 @@ def png16(width: int, height: int, seed: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def declares_150_mp() -> bytes:
+    """A small PNG whose header declares 12250x12250 (150 MP): refused from the header."""
+    ihdr = struct.pack(">IIBBBBB", 12250, 12250, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+
+
 def test_decoded_bytes_counts_channels_and_sample_size() -> None:
     assert decoded_bytes(png16(30, 20, seed=1)) == 30 * 20 * 8
     assert decoded_bytes(make_image(30, 20)) == 30 * 20 * 3
@@ -316,3 +323,41 @@ async def test_huge_16_bit_pngs_render_within_the_decoded_bytes_budget(
     peak = report.metrics.counter("memory.pixels_peak_bytes")
     big = 450 * 450 * 8
     assert peak == big, f"the oversize render ran alone; otherwise at most {budget}: {peak}"
+
+
+async def test_a_refused_url_is_not_fetched_again_until_it_changes_or_refresh(
+    srv: ImageServer, tmp_path: Path
+) -> None:
+    srv.add_image("/bomb.jpg", scan_bomb(5000))
+    srv.add_image("/big.png", declares_150_mp(), content_type="image/png")
+    library = tmp_path / "lib"
+    library.mkdir()
+
+    async def run(poster: str, **options: Any) -> dict[str, dict[str, Any]]:
+        items = [{"id": "m", "type": "movie", "title": "M", "path": "Movies/M/M.mkv",
+                  "art": {"poster": srv.url(poster), "fanart": srv.url("/big.png")}}]
+        report = tmp_path / "report.jsonl"
+        async with asyncio.timeout(60):
+            await pipeline.run(items, library, limits=FAST_LIMITS, report=report, workers=1,
+                               db=tmp_path / "artpipe.db", cache_dir=tmp_path / "cache",
+                               **options)
+        return {r["art"]: r for r in rows_of(report)}
+
+    first = await run("/bomb.jpg")
+    assert first["poster"]["status"] == first["fanart"]["status"] == "failed"
+    assert "more than 100 scans" in first["poster"]["error"]
+    assert "over the limit" in first["fanart"]["error"]
+    assert (srv.hits("/bomb.jpg"), srv.hits("/big.png")) == (1, 1)
+
+    again = await run("/bomb.jpg")
+    assert again["poster"]["error"] == first["poster"]["error"]
+    assert "earlier run" in (again["poster"]["note"] or "")
+    assert again["fanart"]["status"] == "failed"
+    assert (srv.hits("/bomb.jpg"), srv.hits("/big.png")) == (1, 1), "nothing fetched again"
+
+    await run("/bomb.jpg", refresh=True)
+    assert srv.hits("/bomb.jpg") == 2
+    srv.add_image("/fixed.jpg", make_image(60, 40, seed=5))
+    fixed = await run("/fixed.jpg")
+    assert fixed["poster"]["status"] == "saved"
+    assert fixed["fanart"]["status"] == "failed"  # the same URL: refused until --refresh

@@ -137,6 +137,9 @@ class World:
     def memory(self, url: str) -> bytes | None:
         return self.mem.get(url)
 
+    def refused(self, item: Item, art: ArtType, index: int, url: str) -> str | None:
+        return None
+
     def on_disk(self, path: Path, recorded: Recorded | None) -> OnDisk | None:
         return observe(path, recorded)
 

@@ -46,6 +46,7 @@ __all__ = [
     "OnDisk",
     "PlannedSlot",
     "Recorded",
+    "Refused",
     "Remove",
     "SlotError",
     "SlotState",
@@ -102,6 +103,16 @@ class Web:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """Fail again with the old error: this URL's image was refused by a work limit (too
+    many pixels or JPEG scans) last run, and the same URL serves the same refusal; decoding
+    it is what the limit exists to avoid. ``--refresh`` or a new URL tries again."""
+
+    url: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Remove:
     """Delete the library file (manifest null, or a list entry past the new end)."""
 
@@ -115,7 +126,7 @@ class Nothing:
     reason: str
 
 
-Source: TypeAlias = Memory | Cache | LocalFile | Web | Remove | Nothing
+Source: TypeAlias = Memory | Cache | LocalFile | Web | Refused | Remove | Nothing
 
 
 # --- What is known about one slot -----------------------------------------------
@@ -183,6 +194,7 @@ class SlotState:
     memory: bytes | None = field(default=None, repr=False)
     refresh: bool = False
     keep_changed: bool = False
+    refused: str | None = None  # the error this URL was refused with last run (a work limit)
 
     @property
     def file_exists(self) -> bool:
@@ -210,6 +222,8 @@ def resolve(slot: ArtSlot, state: SlotState) -> Source:
     - the file exists, is still what artpipe wrote, *and* the store recorded
       it for this very URL: keep it (with ``refresh``: a conditional GET with
       the recorded validators);
+    - the store remembers this very URL refused by a work limit (pixels, JPEG
+      scans) and ``refresh`` is off: fail with that error, fetching nothing;
     - bytes in memory: use them (empty bytes are no bytes — a disposed stream);
     - the cache holds the original: use it (a cached thumb does not count);
     - otherwise download the original.
@@ -235,6 +249,8 @@ def resolve(slot: ArtSlot, state: SlotState) -> Source:
         if state.refresh:
             return Web(slot.url, recorded.etag, recorded.last_modified)
         return LocalFile(state.target)
+    if state.refused is not None and not state.refresh:
+        return Refused(slot.url, state.refused)
     if state.memory:
         return Memory(state.memory, changed=changed)
     if state.cache is CacheState.ORIGINAL:
@@ -260,6 +276,10 @@ class Facts(Protocol):
     def cache_state(self, url: str) -> CacheState: ...
 
     def memory(self, url: str) -> bytes | None: ...
+
+    def refused(self, item: Item, art: ArtType, index: int, url: str) -> str | None:
+        """The error the last run refused ``url`` with for this slot (a work limit), if any."""
+        ...
 
     def on_disk(self, path: Path, recorded: Recorded | None) -> OnDisk | None:
         """The file at ``path`` as ``observe`` sees it (None: no regular file)."""
@@ -345,6 +365,7 @@ def slot_state(
         cache=facts.cache_state(url) if url is not None else CacheState.NONE,
         memory=facts.memory(url) if url is not None else None,
         refresh=refresh,
+        refused=facts.refused(item, slot.art, slot.index, url) if url is not None else None,
         keep_changed=keep_changed,
     )
 

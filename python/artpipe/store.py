@@ -56,15 +56,16 @@ CREATE TABLE IF NOT EXISTS artwork (
     error         TEXT,
     updated_at    REAL NOT NULL,
     mtime_ns      INTEGER,
+    refused_url   TEXT,
     PRIMARY KEY (item, art, "index")
 );
 """
 # Columns added since schema 1, for databases created before them: (name, type).
-_ADDED_COLUMNS = (("mtime_ns", "INTEGER"),)
+_ADDED_COLUMNS = (("mtime_ns", "INTEGER"), ("refused_url", "TEXT"))
 
 _COLUMNS = (
     "item", "art", "index", "url", "path", "width", "height", "bytes", "sha256",
-    "etag", "last_modified", "status", "error", "updated_at", "mtime_ns",
+    "etag", "last_modified", "status", "error", "updated_at", "mtime_ns", "refused_url",
 )
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
 
@@ -88,6 +89,9 @@ class ArtworkRow:
     error: str | None = None
     updated_at: float = 0.0
     mtime_ns: int | None = None
+    # a failed slot whose image a work limit refused (pixels, JPEG scans): the URL it was
+    # refused for, so the next run fails it again without a download (plan.Refused)
+    refused_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +260,20 @@ class Store:
             values,
         )
 
-    def mark_failed(self, item: str, art: str, index: int, path: str, error: str) -> None:
-        """Record a failure without forgetting the (untouched) file already there."""
+    def mark_failed(self, item: str, art: str, index: int, path: str, error: str,
+                    refused_url: str | None = None) -> None:
+        """Record a failure without forgetting the (untouched) file already there.
+
+        ``refused_url``: the URL a work limit refused (remembered until it changes).
+        """
         now = time.time()
         self._db.execute(
-            'INSERT INTO artwork (item, art, "index", url, path, status, error, updated_at) '
-            "VALUES (?, ?, ?, NULL, ?, 'failed', ?, ?) "
+            'INSERT INTO artwork (item, art, "index", url, path, status, error, updated_at, '
+            "refused_url) VALUES (?, ?, ?, NULL, ?, 'failed', ?, ?, ?) "
             'ON CONFLICT(item, art, "index") DO UPDATE SET status=\'failed\', '
-            "error=excluded.error, updated_at=excluded.updated_at",
-            (item, art, index, path, error, now),
+            "error=excluded.error, updated_at=excluded.updated_at, "
+            "refused_url=excluded.refused_url",
+            (item, art, index, path, error, now, refused_url),
         )
 
     def update_validators(

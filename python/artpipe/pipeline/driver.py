@@ -214,7 +214,8 @@ def store_outcome(store: Store, outcome: ItemOutcome) -> None:
         elif r.status is SlotStatus.REMOVED:
             store.delete_artwork(r.item, r.art, r.index)
         elif r.status is SlotStatus.FAILED:
-            store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed")
+            store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed",
+                              refused_url=r.url if r.refused else None)
         elif r.status is SlotStatus.UNCHANGED:
             if r.etag or r.last_modified:
                 store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)

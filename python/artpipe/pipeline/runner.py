@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from artpipe import naming
+from artpipe import naming, redact
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
-from artpipe.errors import ArtpipeError, DecodeError, FetchError
+from artpipe.errors import ArtpipeError, DecodeError, FetchError, ImageTooLargeError
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits, FetchResult
 from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
@@ -73,6 +73,7 @@ class SlotResult:
     mtime_ns: int | None = None  # the file's mtime once written (or re-checked) by artpipe
     note: str | None = None  # a file changed outside artpipe: replaced, or kept
     warning: str | None = None  # e.g. a rival copy Kodi may show instead
+    refused: bool = False  # a work limit refused the image: the store remembers the URL
 
     def report_row(self) -> dict[str, Any]:
         """This slot's line of ``--report`` (the keys are ``REPORT_KEYS``)."""
@@ -146,6 +147,13 @@ class StoreFacts:
 
     def memory(self, url: str) -> bytes | None:
         return None
+
+    def refused(self, item: Item, art: ArtType, index: int, url: str) -> str | None:
+        row = self._rows.get((art.value, index))
+        if (row is None or row.status != SlotStatus.FAILED.value or not row.refused_url
+                or not redact.matches(row.refused_url, url)):
+            return None
+        return row.error or "refused by a work limit"
 
     def recorded_path(self, art: str, index: int) -> str | None:
         """Where artpipe last saved this slot (None if it never did)."""
@@ -440,7 +448,11 @@ class ItemRunner:
         for entry in loaded:
             planned = entry.planned
             slot, target, source = planned.slot, str(planned.target), planned.source
-            if entry.error is not None:
+            if isinstance(source, planner.Refused):  # remembered: nothing fetched, no decode
+                self.metrics.count("images.refused_again")
+                results.append(replace(_failed(item, slot, target, _bare(item, slot, source.error)),
+                                       error=source.error, refused=True, note=REFUSED_AGAIN))
+            elif entry.error is not None:
                 results.append(_failed(item, slot, target, entry.error))
             elif isinstance(source, planner.Remove):
                 try:  # counted once, as a removed slot, by the driver's sink
@@ -490,7 +502,8 @@ class ItemRunner:
                     # never serve these bytes again from the cache: the next run
                     # downloads afresh (a truncated response is often transient)
                     await self._evict(slot.url)
-                results.append(_failed(item, slot, target, str(error)))
+                failed = _failed(item, slot, target, str(error))
+                results.append(replace(failed, refused=is_refusal(error)))
                 continue
             saved = outcome.saved
             self.metrics.count("images.passthrough", int(saved.passthrough))
@@ -536,6 +549,29 @@ class ItemRunner:
             await asyncio.to_thread(self.cache.evict, url)
         except Exception:  # best effort; the row already says what failed
             self.metrics.count("cache.errors")
+
+
+REFUSED_BEFORE_DECODING = "refused before decoding"
+"""The phrase every work-limit refusal of the Rust core carries (pixels, JPEG scans)."""
+
+
+def is_refusal(error: ArtpipeError) -> bool:
+    """A work limit refused the image: the same URL will be refused again, so remember it.
+
+    A truncated or corrupt body is not one: it may be a transient failure, and is retried.
+    """
+    return isinstance(error, ImageTooLargeError) or REFUSED_BEFORE_DECODING in str(error)
+
+
+REFUSED_AGAIN = "refused in an earlier run, not downloaded again (a new URL or --refresh retries)"
+
+
+def _bare(item: Item, slot: ArtSlot, error: str) -> str:
+    """The reason inside a stored slot error (``_slot_error``'s), for the summary's grouping."""
+    head, tail = _slot_error(item, slot, "\0").split("\0")
+    if error.startswith(head) and error.endswith(tail) and len(error) > len(head) + len(tail):
+        return error[len(head):len(error) - len(tail)]
+    return error
 
 
 def _failed(item: Item, slot: ArtSlot, path: str | None, reason: str) -> SlotResult:
