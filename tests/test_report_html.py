@@ -108,8 +108,9 @@ def failed_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     library.mkdir()
     run = asyncio.run(_failing_run(library))
     assert run.exit_code == 1
-    built = report_html.write_after_run(run, report_html.default_html_path(library),
-                                        "artpipe run failing.jsonl --library lib")
+    built = report_html.write_after_run(
+        run, report_html.default_html_path(library),
+        "artpipe run failing.jsonl --library lib --note https://h.test/x?api_key=SeCrEt")
     assert built.path == library / ".artpipe" / "report.html"
     return library
 
@@ -363,6 +364,7 @@ def test_thumbnails_are_shared_and_not_rendered_twice(failed_library: Path) -> N
 
 def test_hostile_strings_cannot_close_the_data_script(failed_library: Path) -> None:
     text = (failed_library / ".artpipe" / "report.html").read_text(encoding="utf-8")
+    assert "SeCrEt" not in text  # a secret on the command line is redacted too
     assert "</script><script>document.title" not in text
     assert text.count("</script>") == 2  # the data blob's and the script's own
 
@@ -409,6 +411,8 @@ def test_page_from_the_store_alone_when_run_files_are_gone(
          "decode error"),
         ("poster target /l/x.jpg resolves to /tmp/x.jpg, outside the library /l", "unsafe path"),
         ("cannot create the folder for /l/a/b.jpg: File exists: /l/a/b.jpg", "disk"),
+        ("/l/Movies/Blocked is not a directory; nothing was written: /l/Movies/Blocked/p.jpg",
+         "disk"),
         ("write failed: No space left on device (os error 28); the old file (if any) was kept",
          "disk"),
         ("could not fetch http://h/a.jpg: Content-Length 99999999 bytes is over the "

@@ -39,6 +39,7 @@ from typing import Any
 from artpipe.errors import ArtpipeError
 from artpipe.image import render
 from artpipe.models import SlotStatus
+from artpipe.redact import redact_text
 from artpipe.report_assets import PAGE_CSS, PAGE_SCRIPT
 
 RUN_FACTS_VERSION = 1
@@ -106,7 +107,7 @@ class RunFacts:
             for name in run.hosts if f"host.{name}.fetch" in timers
         }
         return cls(
-            command=command, started_at=time.time() - wall, wall_s=wall,
+            command=redact_text(command), started_at=time.time() - wall, wall_s=wall,
             exit_code=run.exit_code, slots=run.summary(), bad_lines=run.stats.bad_lines,
             bytes_written=run.stats.bytes_written, counters=run.metrics.counters(),
             host_timers=host_timers,
@@ -379,7 +380,7 @@ _REASONS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("decode error", re.compile(r"could not decode|not an image|unsupported|pixels, over the "
                                 r"limit|could not encode|an error page", re.I)),
     ("disk", re.compile(r"no space|permission denied|read-only|cannot create the folder|"
-                        r"cannot read|"
+                        r"cannot read|not a directory|is a directory|nothing was written|"
                         r"cannot remove|cannot write|disk|the old file \(if any\) was kept",
                         re.I)),
     ("connection", re.compile(r"connection failed|body ended early|connection", re.I)),
