@@ -1,6 +1,6 @@
 """plan.py: one resolver, proven by properties and by the seed's three scenarios.
 
-Invariants checked here (DESIGN.md): 1 (needs_download ⇔ resolve is Web) and 4
+Invariants checked here (docs/contracts.md): 1 (needs_download ⇔ resolve is Web) and 4
 (after a successful run a second plan has nothing to fetch, remove or rewrite);
 invariant 8 for planned targets (unsafe paths become SlotErrors); the
 regression tests are named after the three scenarios of
