@@ -38,6 +38,7 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 from artpipe.redact import redact_url
+from artpipe.store import open_database
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -149,23 +150,7 @@ class Cache:
 
     @staticmethod
     def _open(index: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            index,
-            check_same_thread=False,
-            isolation_level=None,  # autocommit; multi-statement changes use BEGIN
-            timeout=30.0,
-        )
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            problem = db.execute("PRAGMA quick_check").fetchone()
-            if problem is not None and problem[0] != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({problem[0]})")
-            db.executescript(_SCHEMA)
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return open_database(index, _SCHEMA, timeout=30.0, check_same_thread=False)
 
     def _reset(self, index: Path, exc: sqlite3.DatabaseError) -> None:
         """Drop a corrupt index and the blobs it described (nothing else can name them)."""

@@ -126,15 +126,8 @@ class Store:
         self._run_ids = False
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        db = open_database(self.path, _SCHEMA, timeout=10.0)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # a damaged page would otherwise surface mid-run, inside some batch
-            problem = db.execute("PRAGMA quick_check").fetchone()
-            if problem is not None and problem[0] != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({problem[0]})")
-            db.executescript(_SCHEMA)
             self._db = db
             self._migrate()
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -345,6 +338,34 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
         return False
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+def open_database(
+    path: Path, schema: str, *, timeout: float, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """Open an artpipe SQLite file (WAL, autocommit) and prove it healthy before use.
+
+    Shared by the store and the cache index. ``quick_check`` runs first because a damaged
+    page would otherwise surface mid-run, inside some batch; the caller decides what a
+    ``sqlite3.DatabaseError`` from here means (set the store aside, rebuild the cache).
+    """
+    db = sqlite3.connect(
+        path,
+        check_same_thread=check_same_thread,
+        isolation_level=None,  # autocommit; multi-statement changes use BEGIN
+        timeout=timeout,
+    )
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        problem = db.execute("PRAGMA quick_check").fetchone()
+        if problem is not None and problem[0] != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({problem[0]})")
+        db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def default_db_path(library: str | os.PathLike[str]) -> Path:
