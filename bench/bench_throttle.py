@@ -97,8 +97,8 @@ def start(host: Host, latency: float) -> tuple[subprocess.Popen[str], int]:
 
 
 async def fetch_world(urls: dict[str, list[str]], limits: FetchLimits
-                      ) -> tuple[dict[str, int], dict[str, float], dict[str, int]]:
-    """Fetch every URL at once; per host: slots lost, seconds to its last byte, retries."""
+                      ) -> tuple[dict[str, int], dict[str, float]]:
+    """Fetch every URL at once; per host: slots lost, seconds to its last byte."""
     lost = dict.fromkeys(urls, 0)
     done = dict.fromkeys(urls, 0.0)
     started = time.monotonic()
@@ -113,10 +113,9 @@ async def fetch_world(urls: dict[str, list[str]], limits: FetchLimits
             done[name] = max(done[name], time.monotonic() - started)
 
         await asyncio.gather(*(one(name, u) for name, us in urls.items() for u in us))
-        rates = {name: (s.rate, s.window_min, s.wait_ms / 1000)
-                 for name, s in fetcher.host_stats().items()}
-    print(f"  rate, window min, waited s: {rates}", file=sys.stderr)
-    return lost, done, {}
+        learned = {name: (s.rate, s.window_min) for name, s in fetcher.host_stats().items()}
+    print(f"  rate now, smallest window: {learned}", file=sys.stderr)
+    return lost, done
 
 
 def run_variant(variant: str, world: list[Host], latency: float) -> list[Row]:
@@ -127,7 +126,7 @@ def run_variant(variant: str, world: list[Host], latency: float) -> list[Row]:
         rates = tuple((f"127.0.0.1:{procs[h.name][1]}", h.max_rps) for h in world
                       if h.max_rps is not None) if variant == "adaptive+rate" else ()
         limits = FetchLimits(adaptive=variant != "fixed", rates=rates)
-        lost, done, _retries = asyncio.run(fetch_world(urls, limits))
+        lost, done = asyncio.run(fetch_world(urls, limits))
         rows = []
         for h in world:
             port = procs[h.name][1]
