@@ -471,3 +471,51 @@ def test_run_keywords_are_exactly_the_run_options() -> None:
     """``artpipe.run``'s typed keywords mirror ``RunOptions`` (all but the library)."""
     fields = {f.name for f in dataclasses.fields(pipeline.RunOptions)} - {"library"}
     assert set(pipeline.RunOptionsArgs.__annotations__) == fields
+
+
+async def test_each_distinct_output_is_rendered_once_and_copied_to_every_slot(
+        tmp_path: Path) -> None:
+    """One URL as fanart, extrafanart and landscape of 4 movies: the same output (size
+    limit, format) 12 times, rendered once; every file holds exactly that render."""
+    from artpipe.image import render
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    big = make_image(2400, 1350, seed=7)  # over fanart's 1920x1080: a real render
+    async with ImageServer() as srv:
+        srv.add_image("/shared.jpg", big)
+        url = srv.url("/shared.jpg")
+        items = [{"id": f"m{n}", "type": "movie", "path": f"M{n}/M{n}.mkv",
+                  "art": {"fanart": url, "landscape": url, "extrafanart": [url]}}
+                 for n in range(4)]
+        report = await run(items, library, report=tmp_path / "r.jsonl")
+    assert report.exit_code == 0, report.stats.errors
+    assert report.stats.slots["saved"] == 12
+    counters = report.metrics.counters()
+    assert counters["images.render_copied"] == 11
+    assert counters.get("images.passthrough", 0) == 0
+    expected = render(big, max_size=ArtType.FANART.default_max_size, format="jpeg")
+    digest = hashlib.sha256(expected).hexdigest()
+    with Store(default_db_path(library)) as store:
+        rows = store.all_artwork()
+    assert len(rows) == 12
+    for row in rows:
+        assert Path(row.path).read_bytes() == expected
+        assert row.sha256 == digest
+        assert row.mtime_ns == Path(row.path).stat().st_mtime_ns
+
+
+def test_a_copy_whose_source_file_changed_is_rendered_afresh(tmp_path: Path) -> None:
+    from artpipe.save import Rendered, SaveJob, save_one
+
+    data = make_image(300, 200, seed=3)
+    first = save_one(SaveJob(data=data, target=str(tmp_path / "a.jpg"), format="jpeg",
+                             max_size=(100, 100), root=str(tmp_path)))
+    assert first.saved is not None and first.mtime_ns is not None
+    source = Rendered(first.saved.path, first.saved.sha256, "jpeg", False)
+    (tmp_path / "a.jpg").write_bytes(make_image(50, 50, seed=9))  # changed behind our back
+    copy = save_one(SaveJob(data=data, target=str(tmp_path / "b.jpg"), format="jpeg",
+                            max_size=(100, 100), root=str(tmp_path), copy_of=source))
+    assert copy.error is None and copy.saved is not None
+    assert copy.saved.sha256 == first.saved.sha256  # rendered from the original again
+    assert not copy.saved.passthrough

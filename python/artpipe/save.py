@@ -10,16 +10,28 @@ thread pool, a spawn process pool or a Dask worker.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from artpipe.errors import ArtpipeError, SaveError
 from artpipe.image import TEMP_SUFFIX, write_image
 from artpipe.models import SavedImage
 
-__all__ = ["TEMP_SUFFIX", "SaveJob", "SaveOutcome", "remove_file", "save_one", "sweep_temp_files"]
+__all__ = ["TEMP_SUFFIX", "Rendered", "SaveJob", "SaveOutcome", "remove_file", "save_one",
+           "sweep_temp_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A render already written this run: the file, and what it was (to write it again)."""
+
+    path: str
+    sha256: str
+    format: str
+    passthrough: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,8 @@ class SaveJob:
     quality: int = 90
     root: str | None = None
     """The library root: the write creates the folders below it and follows no link there."""
+    copy_of: Rendered | None = None
+    """The same render, already written elsewhere: its bytes are written again, unrendered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,7 @@ class SaveOutcome:
     start_ns: int
     ms: float
     worker: str
+    mtime_ns: int | None = None  # the written file's mtime, for the store (None: hash next run)
 
 
 def save_one(job: SaveJob) -> SaveOutcome:
@@ -56,15 +71,47 @@ def save_one(job: SaveJob) -> SaveOutcome:
         # With a root, the folders are made by the write itself, descending from the root
         # without following links: a folder swapped for a link to elsewhere while the image
         # downloaded fails this slot instead of receiving the file.
-        saved = write_image(job.data, job.target, root=job.root, max_size=job.max_size,
-                            format=job.format, quality=job.quality)
+        saved = _copy(job) if job.copy_of is not None else None
+        if saved is None:
+            saved = write_image(job.data, job.target, root=job.root, max_size=job.max_size,
+                                format=job.format, quality=job.quality)
     except ArtpipeError as exc:
         error = exc
     except OSError as exc:  # makedirs: a file where a folder should be, read-only, ENOSPC
         error = SaveError(exc.errno or 0, f"cannot create the folder for {job.target}: "
                           f"{exc.strerror or exc}", job.target)
+    mtime_ns = None
+    if saved is not None:
+        try:
+            mtime_ns = os.stat(saved.path).st_mtime_ns
+        except OSError:
+            pass
     ms = (time.perf_counter_ns() - start) / 1e6
-    return SaveOutcome(saved, error, start, ms, worker)
+    return SaveOutcome(saved, error, start, ms, worker, mtime_ns)
+
+
+def _copy(job: SaveJob) -> SavedImage | None:
+    """Write the render ``job.copy_of`` already holds to ``job.target``; None: render afresh.
+
+    The file is read back and checked against the sha256 it was written with (it may have
+    been changed or removed since), then written through the same atomic, root-confined
+    write: as an upright image of the target format within no size limit, it passes
+    through unrendered (checked to decode, never re-encoded).
+    """
+    source = job.copy_of
+    assert source is not None
+    try:
+        with open(source.path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != source.sha256:
+        return None
+    saved = write_image(data, job.target, root=job.root, max_size=None, format=source.format,
+                        quality=job.quality)
+    if saved.sha256 != source.sha256:  # not passed through after all: never expected
+        return None
+    return replace(saved, passthrough=source.passthrough)
 
 
 def remove_file(path: str) -> bool:

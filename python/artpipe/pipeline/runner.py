@@ -15,10 +15,11 @@ store handle: it reads recorded rows through a callable and returns outcomes
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,14 @@ from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
 from artpipe.pipeline.budget import ByteBudget
 from artpipe.pipeline.claims import Claims
-from artpipe.save import SaveJob, SaveOutcome, remove_file, save_one, sweep_temp_files
+from artpipe.save import (
+    Rendered,
+    SaveJob,
+    SaveOutcome,
+    remove_file,
+    save_one,
+    sweep_temp_files,
+)
 from artpipe.store import ArtworkRow
 
 # Folders already swept for temp files; bounded so memory does not grow with
@@ -43,6 +51,9 @@ _SWEPT_DIRS_REMEMBERED = 4096
 # Conditional GETs answered this run, so items sharing a URL revalidate it once;
 # bounded like the above (a forgotten one is only revalidated again).
 _REVALIDATED_REMEMBERED = 4096
+# Renders written this run, so a slot wanting the same output copies the file instead of
+# rendering again; bounded like the above (a forgotten one is only rendered again).
+_RENDERS_REMEMBERED = 4096
 
 
 REPORT_KEYS = ("item", "type", "art", "index", "url", "status", "path", "width", "height",
@@ -114,6 +125,8 @@ RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
 REPLACED_CHANGED = "replaced a file changed outside artpipe"
 KEPT_CHANGED = "kept, changed outside artpipe"
 _FetchKey = tuple[str, str | None, str | None]
+# One output: the source (URL, validators, size) and how it is rendered.
+_RenderKey = tuple[str, str | None, str | None, int, tuple[int, int] | None, str, int]
 
 
 class StoreFacts:
@@ -226,6 +239,20 @@ class ItemRunner:
         # Shared by all item workers: what bounds memory (pipeline/budget.py).
         self.bodies = ByteBudget(settings.body_budget, "downloaded bytes")
         self.pixels = ByteBudget(settings.pixel_budget, "decoded bytes")
+        # Each distinct output is rendered once per run (pipeline/runner.py, _save).
+        self._renders: OrderedDict[_RenderKey, asyncio.Future[Rendered | None]] = OrderedDict()
+        # Blocking calls (stat, listdir, the cache) run here rather than on asyncio's default
+        # executor: as many threads as cores, since more only contend on a small machine.
+        self._io = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="io")
+
+    async def _blocking(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``asyncio.to_thread`` on the runner's own small pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop the runner's threads (waits for a blocking call in progress)."""
+        self._io.shutdown(wait=True)
 
     @classmethod
     @asynccontextmanager
@@ -249,6 +276,7 @@ class ItemRunner:
                 yield runner
             finally:
                 runner.record_peaks()
+                runner.close()
 
     def host_stats(self) -> dict[str, dict[str, Any]]:
         """Per-host fetch statistics as plain dicts (for the report and across processes)."""
@@ -268,7 +296,7 @@ class ItemRunner:
             # does not stall the downloads in flight
             facts = StoreFacts(self.rows_for(item.id), self.cache)
             try:
-                item_plan = await asyncio.to_thread(
+                item_plan = await self._blocking(
                     planner.plan_item, item, self.library, facts, refresh=self.settings.refresh,
                     layout=self.settings.layout, keep_changed=self.settings.keep_changed,
                 )
@@ -287,7 +315,7 @@ class ItemRunner:
             saved = [r for rs in per_slot for r in rs]
             with self.metrics.timer("item.save_to_disk", track="items"):
                 targets = {str(p.target) for p in item_plan.slots}
-                results.extend(await asyncio.to_thread(self._tidy, saved, facts, targets))
+                results.extend(await self._blocking(self._tidy, saved, facts, targets))
         return ItemOutcome(item, tuple(results))
 
     async def _load_and_save(self, item: Item, planned: planner.PlannedSlot,
@@ -356,7 +384,7 @@ class ItemRunner:
                 return cached
             # Evicted or corrupt since planning: ask the one resolver again with
             # what is true now, rather than deciding "download it" here.
-            state = await asyncio.to_thread(
+            state = await self._blocking(
                 planner.slot_state, item, planned.slot, planned.target, facts,
                 refresh=self.settings.refresh, keep_changed=self.settings.keep_changed)
             source = planner.resolve(planned.slot, replace(state, cache=planner.CacheState.NONE))
@@ -419,7 +447,7 @@ class ItemRunner:
         if result.data is None:
             return
         try:
-            await asyncio.to_thread(self.cache.put, result.url, result.data, etag=result.etag,
+            await self._blocking(self.cache.put, result.url, result.data, etag=result.etag,
                                     last_modified=result.last_modified)
         except Exception:  # a full or broken cache must not fail the slot:
             self.metrics.count("cache.errors")  # the bytes are in hand; only reuse is lost
@@ -436,7 +464,7 @@ class ItemRunner:
                            last_modified=entry.last_modified if entry else None)
 
         try:
-            return await asyncio.to_thread(read)
+            return await self._blocking(read)
         except Exception:  # an unreadable cache is a cache miss, never a failure
             self.metrics.count("cache.errors")
             return None
@@ -456,7 +484,7 @@ class ItemRunner:
                 results.append(_failed(item, slot, target, entry.error))
             elif isinstance(source, planner.Remove):
                 try:  # counted once, as a removed slot, by the driver's sink
-                    await asyncio.to_thread(remove_file, str(source.path))
+                    await self._blocking(remove_file, str(source.path))
                 except OSError as exc:
                     results.append(_failed(item, slot, target,
                                            f"cannot remove {source.path}: {exc.strerror or exc}"))
@@ -484,7 +512,7 @@ class ItemRunner:
                     quality=self.settings.quality,
                     root=str(self.library),
                 )
-                jobs.append((entry, asyncio.create_task(self._render(job))))
+                jobs.append((entry, asyncio.create_task(self._render_once(entry, job))))
         for entry, future in jobs:
             slot, target = entry.planned.slot, str(entry.planned.target)
             try:
@@ -516,10 +544,47 @@ class ItemRunner:
                 height=saved.height, size=saved.bytes, sha256=saved.sha256,
                 etag=entry.etag, last_modified=entry.last_modified,
                 passthrough=saved.passthrough,
-                mtime_ns=await asyncio.to_thread(_mtime_ns, saved.path),
+                mtime_ns=outcome.mtime_ns,
                 note=REPLACED_CHANGED if replaced else None,
             ))
         return results
+
+    async def _render_once(self, entry: _Loaded, job: SaveJob) -> SaveOutcome:
+        """Render each distinct output once per run; a later slot wanting it copies the file.
+
+        The output is named by its source (URL, validators, size in bytes) and how it is
+        rendered (size limit, format, quality). The first slot renders; the others wait for
+        it, then write its file's bytes again (``save.Rendered``). If the first fails, each
+        waiter renders on its own (the failure may be its target's, not the image's).
+        """
+        url = entry.planned.slot.url
+        if url is None:
+            return await self._render(job)
+        key = (normalize_url(url), entry.etag, entry.last_modified, len(job.data),
+               job.max_size, job.format, job.quality)
+        first = self._renders.get(key)
+        if first is not None:
+            self._renders.move_to_end(key)
+            done = await asyncio.shield(first)
+            if done is not None:
+                self.metrics.count("images.render_copied")
+                return await self._render(replace(job, copy_of=done))
+            return await self._render(job)
+        mine: asyncio.Future[Rendered | None] = asyncio.get_running_loop().create_future()
+        self._renders[key] = mine
+        if len(self._renders) > _RENDERS_REMEMBERED:
+            self._renders.popitem(last=False)
+        result: Rendered | None = None
+        try:
+            outcome = await self._render(job)
+            saved = outcome.saved
+            if saved is not None:
+                result = Rendered(saved.path, saved.sha256, saved.format, saved.passthrough)
+            return outcome
+        finally:
+            mine.set_result(result)
+            if result is None and self._renders.get(key) is mine:
+                del self._renders[key]
 
     async def _render(self, job: SaveJob) -> SaveOutcome:
         """Render under the decoded-bytes budget: the pixels' size is known from the header,
@@ -541,12 +606,12 @@ class ItemRunner:
         self._swept[directory] = None
         if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
             self._swept.popitem(last=False)
-        removed = await asyncio.to_thread(sweep_temp_files, directory)
+        removed = await self._blocking(sweep_temp_files, directory)
         self.metrics.count("files.temp_swept", removed)
 
     async def _evict(self, url: str) -> None:
         try:
-            await asyncio.to_thread(self.cache.evict, url)
+            await self._blocking(self.cache.evict, url)
         except Exception:  # best effort; the row already says what failed
             self.metrics.count("cache.errors")
 
@@ -633,13 +698,3 @@ def _result(
         error=error, sha256=sha256, etag=etag, last_modified=last_modified,
         passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note,
     )
-
-
-def _mtime_ns(path: str) -> int | None:
-    """The mtime of a file just written, for the store (None: the next run hashes it)."""
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
