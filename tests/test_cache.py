@@ -244,3 +244,49 @@ def test_normalize_url_is_idempotent(host: str, path: str, scheme: str) -> None:
     once = normalize_url(f"{scheme}://{host}{path}")
     assert normalize_url(once) == once
     assert once.startswith(scheme.lower() + "://" + host.lower())
+
+
+def test_index_writes_are_batched_until_flush_or_close(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from artpipe import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_BATCH_S", 1e9)  # only the count or a flush commits
+
+    def committed() -> int:
+        other = sqlite3.connect(tmp_path / "index.sqlite")
+        try:
+            return int(other.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        finally:
+            other.close()
+
+    with Cache(tmp_path) as cache:
+        for n in range(3):
+            cache.put(f"http://a/{n}.jpg", b"x%d" % n)
+        assert committed() == 0  # one open transaction, not one commit per put
+        assert all(cache.contains(f"http://a/{n}.jpg") for n in range(3))  # seen by itself
+        cache.flush()
+        assert committed() == 3
+        for n in range(3, 3 + cache_module._BATCH_PUTS):
+            cache.put(f"http://a/{n}.jpg", b"x%d" % n)
+        assert committed() == 3 + cache_module._BATCH_PUTS  # a full batch commits itself
+        cache.put("http://a/last.jpg", b"last")
+    assert committed() == 4 + cache_module._BATCH_PUTS  # close commits the rest
+    with Cache(tmp_path) as cache:
+        assert cache.read("http://a/last.jpg") == b"last"
+
+
+def test_recently_put_needs_no_lock_and_a_trusted_blob_is_not_hashed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Cache(tmp_path) as cache:
+        assert not cache.recently_put("http://a/p.jpg")
+        entry = cache.put("http://a/p.jpg", b"0123456789")
+        assert cache.recently_put("HTTP://A:80/p.jpg")  # by the normalized key
+        reads: list[Path] = []
+        real = Path.read_bytes
+        monkeypatch.setattr(Path, "read_bytes", lambda p: reads.append(p) or real(p))
+        cache.put("http://b/p.jpg", b"0123456789")  # same bytes: its own blob, trusted
+        assert reads == []
+        assert cache.read("http://b/p.jpg") == b"0123456789"  # a read still verifies
+        assert reads == [entry.path]

@@ -6,9 +6,14 @@ name can never overwrite each other (Ember's cache keyed blobs by file name and
 served one movie's poster for another). A small SQLite index (WAL) maps the
 normalized URL to the blob, its size, ETag, Last-Modified and last use.
 
-- Writes are atomic: temp file in the cache directory, fsync, rename. A
+- Writes are atomic: temp file in the cache directory, then rename. A
   cancelled or killed download leaves no half-written entry; a stray temp file
-  is removed the next time a cache opens the directory.
+  is removed the next time a cache opens the directory. Blobs are not fsynced:
+  each carries its sha256 and is verified on read, so one that a power cut
+  truncated is a miss, never wrong bytes.
+- Index writes are batched: one transaction per ``_BATCH_PUTS`` puts or
+  ``_BATCH_S`` seconds, committed by the next call after that or by ``flush``
+  and ``close`` (a killed run loses at most those rows: a few downloads again).
 - Reads verify the sha256: a blob that no longer matches (bit rot, a truncated
   copy, someone editing files) or that is gone is dropped and reported as a miss,
   so the caller downloads it again instead of rendering garbage.
@@ -18,7 +23,8 @@ normalized URL to the blob, its size, ETag, Last-Modified and last use.
 Methods are synchronous and short (local disk, one small SQLite file). They
 are safe from the event loop thread and worker threads at once: one
 connection, ``check_same_thread=False``, every index access under a lock, and
-file reads and hashing outside it.
+file reads and hashing outside it. ``recently_put`` takes no lock, so the event
+loop can ask it without waiting for a worker thread's index write.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 """The cache's size cap unless the run passes ``cache_bytes``."""
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_S = 3600.0  # temp files older than this were left by a killed process
+_BATCH_PUTS = 64  # index rows per transaction, at most
+_BATCH_S = 0.25  # seconds a transaction stays open, at most (another process may wait on it)
+_REMEMBERED = 8192  # blobs known good, and URLs put, by this cache object (bounded)
 log = logging.getLogger("artpipe")
 
 _SCHEMA = """
@@ -124,6 +133,14 @@ class Cache:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._clock = itertools.count()
+        self._pending = 0  # puts in the open transaction
+        self._releases = 0  # blobs deleted so far: a put checks its blob again if this moved
+        self._batch_started = 0.0
+        # Blobs this object wrote or verified and has not released since: a put of the
+        # same bytes trusts them (no stat, read or hash). And the keys it put, for
+        # ``recently_put``. Plain dicts: membership is atomic under the GIL.
+        self._good: dict[str, None] = {}
+        self._put_keys: dict[str, None] = {}
         index = self.directory / "index.sqlite"
         try:
             self._db: sqlite3.Connection | None = self._open(index)
@@ -168,8 +185,15 @@ class Cache:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
+                self._commit()
                 self._db.close()
                 self._db = None
+
+    def flush(self) -> None:
+        """Commit the batched index writes now (other processes then see them)."""
+        with self._lock:
+            if self._db is not None:
+                self._commit()
 
     def __enter__(self) -> Cache:
         return self
@@ -183,6 +207,11 @@ class Cache:
         self.close()
 
     # -- queries -----------------------------------------------------------------
+    def recently_put(self, url: str) -> bool:
+        """Whether this cache object put ``url`` lately; no lock and no disk, so safe to
+        ask from the event loop (a True may since have been evicted: read it to know)."""
+        return _key(url) in self._put_keys
+
     def contains(self, url: str) -> bool:
         """Whether the index has ``url`` (no disk access beyond the index)."""
         with self._lock:
@@ -227,6 +256,7 @@ class Cache:
             return None
         with self._lock:
             self._touch(key)
+            self._remember(self._good, entry.sha256)
         return data
 
     # -- changes -----------------------------------------------------------------
@@ -246,11 +276,13 @@ class Cache:
         key = _key(url)
         sha = hashlib.sha256(data).hexdigest()
         path = self._blob_path(sha)
-        if not self._blob_ok(path, sha, len(data)):
+        releases = self._releases
+        if not self._blob_ok(path, sha, len(data), trusted=sha in self._good):
             self._write_atomic(path, data)
         entry = CacheEntry(key, sha, len(data), etag, last_modified, path)
         with self._lock:
             db = self._conn()
+            self._begin()
             old = db.execute("SELECT sha256, size FROM entries WHERE url = ?", (key,)).fetchone()
             known = db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
             db.execute(
@@ -262,11 +294,15 @@ class Cache:
                 self._total += len(data)
             if old is not None and old[0] != sha:
                 self._release_blob(old[0], old[1])
-            if not path.exists():
-                # Another thread evicted the last other user of this blob between our
-                # write and the insert: write it again, now under the lock.
+            if self._releases != releases and not path.exists():
+                # Another thread deleted this blob (its last other user evicted) between
+                # our check and the insert: write it again, now under the lock.
                 self._write_atomic(path, data)
+            self._remember(self._good, sha)
             self._shrink(protect=key)
+            self._remember(self._put_keys, key)
+            self._pending += 1
+            self._maybe_commit()
         return entry
 
     def evict(self, url: str) -> None:
@@ -286,6 +322,31 @@ class Cache:
             return self._total
 
     # -- internals ---------------------------------------------------------------
+    @staticmethod
+    def _remember(known: dict[str, None], key: str) -> None:
+        known[key] = None
+        if len(known) > _REMEMBERED:
+            del known[next(iter(known))]
+
+    def _begin(self) -> None:
+        """Open the batch transaction if none is (under the lock)."""
+        db = self._conn()
+        if not db.in_transaction:
+            db.execute("BEGIN")
+            self._pending = 0
+            self._batch_started = time.monotonic()
+
+    def _maybe_commit(self) -> None:
+        if (self._pending >= _BATCH_PUTS
+                or time.monotonic() - self._batch_started >= _BATCH_S):
+            self._commit()
+
+    def _commit(self) -> None:
+        db = self._conn()
+        if db.in_transaction:
+            db.commit()
+        self._pending = 0
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise RuntimeError(f"cache {self.directory} is closed")
@@ -325,24 +386,30 @@ class Cache:
         )
         return int(row[0])
 
-    def _blob_ok(self, path: Path, sha: str, size: int) -> bool:
-        """Whether an existing blob file really holds these bytes (else rewrite it)."""
+    def _blob_ok(self, path: Path, sha: str, size: int, *, trusted: bool = False) -> bool:
+        """Whether an existing blob file really holds these bytes (else rewrite it).
+
+        ``trusted``: this object wrote or verified the blob and has not released it, so
+        its size is checked but it is not read and hashed again (a read still verifies).
+        """
         try:
             if path.stat().st_size != size:
                 return False
-            return hashlib.sha256(path.read_bytes()).hexdigest() == sha
+            return trusted or hashlib.sha256(path.read_bytes()).hexdigest() == sha
         except FileNotFoundError:
             return False
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        """Temp file in the cache directory, fsync, rename: readers see all or nothing."""
+        """Temp file in the cache directory, then rename: readers see all or nothing.
+
+        No fsync: a blob carries its sha256 and is verified on every read, so one a
+        power cut truncated reads as a miss (and is downloaded again).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -350,13 +417,14 @@ class Cache:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(path.parent)
 
     def _release_blob(self, sha: str, size: int) -> None:
         """Delete the blob of ``sha`` (``size`` bytes) when no entry references it any more."""
         db = self._conn()
         if db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
             return
+        self._good.pop(sha, None)
+        self._releases += 1
         try:
             self._blob_path(sha).unlink()
         except FileNotFoundError:
@@ -400,20 +468,6 @@ class Cache:
                     tmp.unlink()
             except FileNotFoundError:
                 pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; some filesystems refuse to open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["Cache", "CacheEntry", "normalize_url"]

@@ -346,6 +346,7 @@ class ItemRunner:
         removed once the new file is in place; a file artpipe did not write is
         never deleted, but the row carries a warning naming it.
         """
+        self.cache.flush()  # the batched index rows, once per item (other runs may wait)
         out = []
         for r in results:
             warnings = []
@@ -404,7 +405,7 @@ class ItemRunner:
         grow with the manifest).
         """
         key = (normalize_url(web.url), web.etag, web.last_modified)
-        if web.etag is None and web.last_modified is None and self.cache.contains(web.url):
+        if web.etag is None and web.last_modified is None and self.cache.recently_put(web.url):
             # Another item fetched it after this one was planned; the cache is
             # the run's memory of what was fetched, so nothing grows per URL.
             cached = await self._from_cache(planned, web.url)
