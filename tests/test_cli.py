@@ -137,3 +137,30 @@ def test_unwritable_report_is_a_one_line_error(tmp_path: Path) -> None:
     proc = artpipe("run", str(manifest), "--library", str(tmp_path), "--report",
                    "/proc/artpipe-report.jsonl")
     assert_one_line_error(proc, "report")
+
+
+def test_the_run_loop_is_uvloop_when_installed_else_asyncio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import types
+
+    from artpipe import cli
+
+    async def loop_type() -> type:
+        return type(asyncio.get_running_loop())
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: import fails
+    assert cli._loop_factory() is None
+    assert issubclass(cli._run_loop(loop_type()), asyncio.BaseEventLoop)
+
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        made.append(asyncio.new_event_loop())
+        return made[-1]
+
+    fake = types.ModuleType("uvloop")
+    fake.new_event_loop = new_event_loop  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uvloop", fake)
+    cli._run_loop(loop_type())
+    assert len(made) == 1 and made[0].is_closed()
