@@ -1,0 +1,367 @@
+"""End-to-end throughput (issue 14), in ONE run, library on disk (not tmpfs).
+
+* (a) ``batch`` — small distinct JPEGs (500×750, ~42 KB: passthrough as poster and
+  fanart) from 4 loopback servers (``tests/support/server.py``, one process each, 20 ms
+  per request): ``pipeline.run`` against a fetch-only aiohttp loop with the same limits
+  (32 at once, 8 per server: ``TCPConnector(limit=32, limit_per_host=8)``).
+* (b) ``movies`` — 49 movies × 12 slots with real-photo sizes (2000×3000 posters,
+  3840×2160 fanarts, 1600×620 PNG logos; ``bench_pipeline.make_art``) from 2 servers at
+  110 ms: 8 distinct URLs per movie, the fanart's URL also named by landscape, thumb,
+  keyart and the first extrafanart (one output, 5 slots). Against the seed's designs:
+  ``sequential`` (urllib + Pillow, one image at a time) and ``ember-async`` (per movie,
+  5 downloads at once, then Pillow saves).
+* (c) ``writes`` — the per-file cost of a durable write: artpipe's ``save_one`` of a
+  42 KB passthrough JPEG (decode check, temp file, fsync, rename, directory fsync) on 1
+  and ``cpu_count`` threads, against the floor of the same disk: write + fsync + rename +
+  directory fsync in plain Python on 1 and 8 threads, and ``sync()`` once per 128 files.
+
+Client CPU is this process's (all threads; the servers run in their own processes).
+
+    python bench/bench_throughput.py                 # all three, a few minutes
+    python bench/bench_throughput.py --images 1000 --only batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import bench_pipeline  # noqa: E402  (the seed's designs and the photo-like sources)
+from bench_fetch import start_server  # noqa: E402
+
+PNG_ARTS = ("clearlogo", "clearart", "discart", "characterart")
+bench_pipeline.LIMITS.update({"clearart": (1000, 562), "discart": (1000, 1000),
+                              "characterart": (512, 512), "keyart": (1920, 1080),
+                              "thumb": (1920, 1080)})
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    c0, t0 = cpu_s(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, cpu_s() - c0, out
+
+
+def row(name: str, images: int, wall: float, cpu: float, **extra: Any) -> dict[str, Any]:
+    return {"run": name, "images": images, "wall s": round(wall, 2),
+            "images/s": round(images / wall, 1), "CPU ms/image": round(1000 * cpu / images, 2),
+            **extra}
+
+
+# -- (a) the small-image batch ------------------------------------------------------
+def batch_items(bases: list[str], images: int) -> list[dict[str, Any]]:
+    items = []
+    for n in range(images // 2):
+        a, b = bases[(2 * n) % len(bases)], bases[(2 * n + 1) % len(bases)]
+        items.append({"id": f"s{n}", "type": "movie", "path": f"Movies/S{n}/S{n}.mkv",
+                      "art": {"poster": f"{a}/p/{n}.jpg", "fanart": f"{b}/f/{n}.jpg"}})
+    return items
+
+
+async def fetch_only(urls: list[str]) -> int:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=32, limit_per_host=8)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+    ok = 0
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal ok
+            while not queue.empty():
+                url = queue.get_nowait()
+                async with session.get(url) as resp:
+                    ok += resp.status == 200 and len(await resp.read()) > 0
+
+        await asyncio.gather(*(worker() for _ in range(32)))
+    return ok
+
+
+async def artpipe_run(items: list[dict[str, Any]], library: Path) -> dict[str, Any]:
+    from artpipe import pipeline
+    from artpipe.fetch import FetchLimits
+
+    report = await pipeline.run(items, library, limits=FetchLimits(concurrency=32, per_host=8))
+    assert report.exit_code == 0, report.stats.errors
+    counters = report.metrics.counters()
+    assert counters.get("http.requests_in_save", 0) == 0
+    timers = report.metrics.timers()
+    render = timers.get("render", {})
+    return {"saved": report.stats.slots.get("saved", 0),
+            "renders": int(render.get("count", 0)) - counters.get("images.render_copied", 0),
+            "copied": counters.get("images.render_copied", 0),
+            "render thread s": round(render.get("total_ms", 0) / 1000, 2)}
+
+
+def bench_batch(scratch: Path, images: int) -> list[dict[str, Any]]:
+    servers = [start_server(0.02) for _ in range(4)]
+    try:
+        bases = [f"http://127.0.0.1:{port}" for _, port in servers]
+        items = batch_items(bases, images)
+        urls = [u for it in items for u in it["art"].values()]
+        n = len(urls)
+        asyncio.run(fetch_only(urls[:200]))  # warm the servers' generated images
+        wall, cpu, ok = measured(lambda: asyncio.run(fetch_only(urls)))
+        assert ok == n, ok
+        rows = [row("fetch-only aiohttp loop", n, wall, cpu)]
+        library = scratch / "batch-lib"
+        library.mkdir()
+        wall, cpu, extra = measured(lambda: asyncio.run(artpipe_run(items, library)))
+        assert extra["saved"] == n, extra
+        rows.append(row("artpipe run", n, wall, cpu, **extra))
+        rows[-1]["× fetch-only"] = round(rows[0]["wall s"] / rows[-1]["wall s"], 2)
+        return rows
+    finally:
+        for proc, _ in servers:
+            proc.kill()
+            proc.wait()
+
+
+# -- (b) the 49-movie shape ---------------------------------------------------------
+def movie_items(bases: list[str], movies: int) -> list[dict[str, Any]]:
+    items = []
+    for n in range(movies):
+        k = n % 3
+        a, b = bases[n % 2], bases[(n + 1) % 2]
+        fanart = f"{a}/m{n}/fanart{k}.jpg"
+        art: dict[str, Any] = {
+            "poster": f"{b}/m{n}/poster{k}.jpg",
+            "fanart": fanart, "landscape": fanart, "thumb": fanart, "keyart": fanart,
+            "extrafanart": [fanart, f"{b}/m{n}/fanart{(k + 1) % 3}.jpg"],
+            "banner": f"{a}/m{n}/banner0.jpg",
+        }
+        for i, name in enumerate(PNG_ARTS):
+            art[name] = f"{(a, b)[i % 2]}/m{n}/{name}/clearlogo0.png"
+        items.append({"id": f"tt{n:07d}", "type": "movie", "title": f"Movie {n}",
+                      "path": f"Movies/Movie {n}/Movie {n}.mkv", "art": art})
+    return items
+
+
+def serve_nested(folder: str, latency: float, port_queue: Any) -> None:
+    """``bench_pipeline.serve``, also answering /<movie>/<art>/<name> (one file per art)."""
+    import asyncio as aio
+
+    from aiohttp import web
+
+    files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
+
+    async def handle(request: web.Request) -> web.Response:
+        await aio.sleep(latency)
+        name = request.path.rsplit("/", 1)[-1]
+        ctype = "image/png" if name.endswith(".png") else "image/jpeg"
+        return web.Response(body=files[name], content_type=ctype)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await aio.Event().wait()
+
+    aio.run(main())
+
+
+def jobs_of(item: dict[str, Any], library: Path) -> list[tuple[str, str, Path]]:
+    stem = Path(item["path"]).stem
+    folder = library / Path(item["path"]).parent
+    out = []
+    for art, value in item["art"].items():
+        urls = value if isinstance(value, list) else [value]
+        for i, url in enumerate(urls, start=1):
+            name = f"{stem}-fanart{i}" if art == "extrafanart" else f"{stem}-{art}"
+            out.append((art, url, folder / (name + (".png" if art in PNG_ARTS else ".jpg"))))
+    return out
+
+
+def bench_movies(scratch: Path, movies: int, latency: float,
+                 skip: list[str]) -> list[dict[str, Any]]:
+    art = scratch / "art"
+    bench_pipeline.make_art(art)
+    bench_pipeline.jobs_of = jobs_of  # the baselines save every slot, PNG arts as PNG
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    servers = [ctx.Process(target=serve_nested, args=(str(art), latency, ports), daemon=True)
+               for _ in range(2)]
+    for s in servers:
+        s.start()
+    try:
+        bases = [f"http://127.0.0.1:{ports.get(timeout=60)}" for _ in servers]
+        items = movie_items(bases, movies)
+        slots = sum(len(jobs_of(i, Path("."))) for i in items)
+        distinct = len({u for i in items for _, u, _ in jobs_of(i, Path("."))})
+        print(f"(b) {movies} movies, {slots} slots, {distinct} distinct URLs, "
+              f"{latency * 1000:.0f} ms latency", flush=True)
+        runners: dict[str, Callable[[Path], Any]] = {
+            "artpipe run": lambda lib: asyncio.run(artpipe_run(items, lib)),
+            "ember-async (seed, fixed async)":
+                lambda lib: asyncio.run(bench_pipeline.run_ember_async(items, lib)),
+            "sequential (seed)": lambda lib: bench_pipeline.run_sequential(items, lib),
+        }
+        rows = []
+        for name, fn in runners.items():
+            if name.split()[0] in skip:
+                continue
+            library = scratch / f"movies-{name.split()[0]}"
+            library.mkdir()
+            wall, cpu, extra = measured(lambda fn=fn, library=library: fn(library))
+            rows.append(row(name, slots, wall, cpu, **{"ms/movie": round(
+                1000 * wall / movies, 1)}, **(extra or {})))
+            print(rows[-1], flush=True)
+        return rows
+    finally:
+        for s in servers:
+            s.kill()
+
+
+# -- (c) durable writes -------------------------------------------------------------
+def floor_write(folder: Path, data: bytes, i: int) -> None:
+    target = folder / f"f{i}.jpg"
+    tmp = folder / f".f{i}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def sync_batched(folder: Path, data: bytes, files: int, batch: int) -> None:
+    for start in range(0, files, batch):
+        names = range(start, min(files, start + batch))
+        for i in names:
+            (folder / f".f{i}.tmp").write_bytes(data)
+        os.sync()
+        for i in names:
+            os.replace(folder / f".f{i}.tmp", folder / f"f{i}.jpg")
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def bench_writes(scratch: Path, files: int) -> list[dict[str, Any]]:
+    from artpipe.save import SaveJob, save_one
+
+    from tests.support.server import make_image
+
+    data = make_image(500, 750, seed=1)
+    cores = os.cpu_count() or 2
+    rows = []
+
+    def pooled(threads: int, one: Callable[[int], Any]) -> Callable[[], None]:
+        def go() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, range(files)))
+        return go
+
+    def fresh(name: str) -> Path:
+        folder = scratch / "writes" / name
+        folder.mkdir(parents=True)
+        return folder
+
+    cases: list[tuple[str, Callable[[Path], Callable[[], None]]]] = []
+    for threads in sorted({1, cores}):
+        def artpipe(folder: Path, threads: int = threads) -> Callable[[], None]:
+            def one(i: int) -> None:
+                out = save_one(SaveJob(data=data, target=str(folder / f"f{i}.jpg"),
+                                       format="jpeg", root=str(folder)))
+                assert out.saved is not None and out.saved.passthrough, out.error
+            return pooled(threads, one)
+        cases.append((f"artpipe save_one, {threads} thread(s)", artpipe))
+    for threads in (1, 8):
+        def floor(folder: Path, threads: int = threads) -> Callable[[], None]:
+            return pooled(threads, lambda i: floor_write(folder, data, i))
+        cases.append((f"floor: write+fsync+rename+dir fsync, {threads} thread(s)", floor))
+    cases.append(("floor: sync() per 128 files, renames, 1 dir fsync",
+                  lambda folder: lambda: sync_batched(folder, data, files, 128)))
+    for name, make in cases:
+        folder = fresh(f"case{len(rows)}")
+        wall, cpu, _ = measured(make(folder))
+        rows.append(row(name, files, wall, cpu, **{"ms/file": round(1000 * wall / files, 3)}))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    def cell(value: Any) -> str:
+        return f"{value:.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+    lines += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--images", type=int, default=4000, help="(a) images in the batch")
+    parser.add_argument("--movies", type=int, default=49)
+    parser.add_argument("--latency", type=float, default=0.11, help="(b) seconds per request")
+    parser.add_argument("--files", type=int, default=1000, help="(c) files per write case")
+    parser.add_argument("--only", choices=["batch", "movies", "writes"], action="append")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="(b) designs to leave out: sequential, ember-async")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="scratch folder on the disk to measure (default: the temp dir)")
+    args = parser.parse_args()
+    only = set(args.only or ["batch", "movies", "writes"])
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="artpipe-throughput-", dir=args.dir))
+    try:
+        out = []
+        if "batch" in only:
+            out.append("(a)\n" + table(bench_batch(scratch, args.images)))
+            print(out[-1], flush=True)
+        if "movies" in only:
+            out.append("(b)\n" + table(bench_movies(scratch, args.movies, args.latency,
+                                                    args.skip)))
+            print(out[-1], flush=True)
+        if "writes" in only:
+            out.append("(c)\n" + table(bench_writes(scratch, args.files)))
+            print(out[-1], flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()}; threads alive: {threading.active_count()}")
+    print("\n\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
