@@ -519,3 +519,22 @@ def test_a_copy_whose_source_file_changed_is_rendered_afresh(tmp_path: Path) -> 
     assert copy.error is None and copy.saved is not None
     assert copy.saved.sha256 == first.saved.sha256  # rendered from the original again
     assert not copy.saved.passthrough
+
+
+async def test_a_cache_index_that_cannot_commit_fails_no_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from artpipe.cache import Cache
+
+    def broken(self: Cache) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Cache, "flush", broken)
+    library = tmp_path / "lib"
+    library.mkdir()
+    async with ImageServer() as srv:
+        report = await run(serve_library_art(srv, 2), library)
+    assert report.exit_code == 0, report.stats.errors
+    assert report.stats.slots["saved"] == 2 * 12
+    assert report.metrics.counters()["cache.errors"] == 2  # once per item

@@ -185,7 +185,11 @@ class Cache:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                self._commit()
+                try:
+                    self._commit()
+                except sqlite3.Error as exc:  # only a cache: those rows are lost, not the run
+                    log.warning("warning: the download cache index %s could not be updated "
+                                "(%s); some images may be downloaded again", self.directory, exc)
                 self._db.close()
                 self._db = None
 

@@ -346,7 +346,10 @@ class ItemRunner:
         removed once the new file is in place; a file artpipe did not write is
         never deleted, but the row carries a warning naming it.
         """
-        self.cache.flush()  # the batched index rows, once per item (other runs may wait)
+        try:
+            self.cache.flush()  # the batched index rows, once per item (other runs may wait)
+        except Exception:  # a full or broken cache must not fail the item
+            self.metrics.count("cache.errors")
         out = []
         for r in results:
             warnings = []
