@@ -75,20 +75,21 @@ def make_art(folder: Path) -> None:
 
 
 def serve(folder: str, latency: float, port_queue: Any) -> None:
-    """Server process: every /<movie>/<name> maps to a file in ``folder``."""
+    """Server process: any path maps to the file in ``folder`` named by its last segment
+    (``/<movie>/<name>`` and ``/<movie>/<art>/<name>`` alike)."""
     from aiohttp import web
 
     files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
 
     async def handle(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)
-        name = request.match_info["name"]
+        name = request.path.rsplit("/", 1)[-1]
         ctype = "image/png" if name.endswith(".png") else "image/jpeg"
         return web.Response(body=files[name], content_type=ctype)
 
     async def main() -> None:
         app = web.Application()
-        app.router.add_get("/{movie}/{name}", handle)
+        app.router.add_get("/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)

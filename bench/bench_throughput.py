@@ -161,33 +161,6 @@ def movie_items(bases: list[str], movies: int) -> list[dict[str, Any]]:
     return items
 
 
-def serve_nested(folder: str, latency: float, port_queue: Any) -> None:
-    """``bench_pipeline.serve``, also answering /<movie>/<art>/<name> (one file per art)."""
-    import asyncio as aio
-
-    from aiohttp import web
-
-    files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
-
-    async def handle(request: web.Request) -> web.Response:
-        await aio.sleep(latency)
-        name = request.path.rsplit("/", 1)[-1]
-        ctype = "image/png" if name.endswith(".png") else "image/jpeg"
-        return web.Response(body=files[name], content_type=ctype)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await aio.Event().wait()
-
-    aio.run(main())
-
-
 def jobs_of(item: dict[str, Any], library: Path) -> list[tuple[str, str, Path]]:
     stem = Path(item["path"]).stem
     folder = library / Path(item["path"]).parent
@@ -207,8 +180,8 @@ def bench_movies(scratch: Path, movies: int, latency: float,
     bench_pipeline.jobs_of = jobs_of  # the baselines save every slot, PNG arts as PNG
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
-    servers = [ctx.Process(target=serve_nested, args=(str(art), latency, ports), daemon=True)
-               for _ in range(2)]
+    servers = [ctx.Process(target=bench_pipeline.serve, args=(str(art), latency, ports),
+                           daemon=True) for _ in range(2)]
     for s in servers:
         s.start()
     try:
