@@ -98,22 +98,7 @@ fn skip_entropy_data(data: &[u8], at: &mut usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn progressive(width: usize, height: usize) -> Vec<u8> {
-        let pixels: Vec<u8> = (0..width * height * 3)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
-        let image = turbojpeg::Image {
-            pixels: pixels.as_slice(),
-            width,
-            pitch: width * 3,
-            height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        let mut c = turbojpeg::Compressor::new().unwrap();
-        c.set_progressive(true).unwrap();
-        c.compress_to_vec(image).unwrap()
-    }
+    use crate::test_images::progressive_jpeg_bytes;
 
     /// `jpeg` with its last scan before EOI repeated `extra` more times (the attack).
     fn with_repeated_scan(jpeg: &[u8], extra: usize) -> Vec<u8> {
@@ -130,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_real_progressive_jpeg_is_counted_and_passes() {
-        let jpeg = progressive(64, 48);
+        let jpeg = progressive_jpeg_bytes(64, 48);
         let scans = count_scans(&jpeg, MAX_SCANS);
         assert!((2..=MAX_SCANS).contains(&scans), "{scans}");
         check_scan_count(&jpeg, MAX_SCANS).unwrap();
@@ -138,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_repeated_refinement_scan_is_refused_before_decoding() {
-        let jpeg = with_repeated_scan(&progressive(64, 48), 5000);
+        let jpeg = with_repeated_scan(&progressive_jpeg_bytes(64, 48), 5000);
         let err = check_scan_count(&jpeg, MAX_SCANS).unwrap_err();
         assert!(err.to_string().contains("more than 100 scans"), "{err}");
         assert_eq!(
@@ -150,7 +135,7 @@ mod tests {
 
     #[test]
     fn the_decoder_enforces_the_same_limit_on_its_own() {
-        let jpeg = with_repeated_scan(&progressive(64, 48), 200);
+        let jpeg = with_repeated_scan(&progressive_jpeg_bytes(64, 48), 200);
         let err = crate::jpeg::decode_jpeg(&jpeg, 1).unwrap_err();
         assert!(err.to_string().contains("scans"), "{err}");
     }
@@ -166,7 +151,7 @@ mod tests {
         ] {
             check_scan_count(bytes, MAX_SCANS).unwrap();
         }
-        let jpeg = progressive(16, 16);
+        let jpeg = progressive_jpeg_bytes(16, 16);
         for cut in 0..jpeg.len() {
             check_scan_count(&jpeg[..cut], MAX_SCANS).unwrap();
         }
