@@ -34,6 +34,15 @@ pub enum CoreError {
         limit: u64,
     },
 
+    /// Decoding would take unbounded work (e.g. a JPEG with thousands of scans); refused
+    /// before decoding. Its own variant so callers can tell a refusal, which repeats for the
+    /// same bytes, from a corrupt or truncated file, which may not.
+    #[error("could not decode {format}: {reason}")]
+    TooComplex {
+        format: &'static str,
+        reason: String,
+    },
+
     /// Encoding the output failed.
     #[error("could not encode {format}: {reason}")]
     Encode {
@@ -105,6 +114,7 @@ mod python {
     pyo3::import_exception!(artpipe.errors, DecodeError);
     pyo3::import_exception!(artpipe.errors, UnsupportedFormatError);
     pyo3::import_exception!(artpipe.errors, ImageTooLargeError);
+    pyo3::import_exception!(artpipe.errors, ImageTooComplexError);
     pyo3::import_exception!(artpipe.errors, EncodeError);
     pyo3::import_exception!(artpipe.errors, SaveError);
     pyo3::import_exception!(artpipe.errors, InternalError);
@@ -119,6 +129,9 @@ mod python {
                 }
                 CoreError::TooLarge { .. } => {
                     ImageTooLargeError::new_err((message, None::<String>))
+                }
+                CoreError::TooComplex { .. } => {
+                    ImageTooComplexError::new_err((message, None::<String>))
                 }
                 CoreError::Encode { .. } => EncodeError::new_err((message, None::<String>)),
                 CoreError::Save {

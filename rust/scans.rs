@@ -18,14 +18,14 @@ pub const MAX_SCANS: u32 = 100;
 pub fn check_scan_count(data: &[u8], limit: u32) -> CoreResult<()> {
     let scans = count_scans(data, limit);
     if scans > limit {
-        return Err(CoreError::decode(
-            "JPEG",
-            format!(
+        return Err(CoreError::TooComplex {
+            format: "JPEG",
+            reason: format!(
                 "it has more than {limit} scans (a progressive JPEG that repeats its scans \
                  costs minutes of CPU to decode); refused before decoding — the source serves a \
                  broken or hostile file, use another URL"
             ),
-        ));
+        });
     }
     Ok(())
 }

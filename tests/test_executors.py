@@ -50,6 +50,7 @@ ERROR_SAMPLES: dict[type[BaseException], BaseException] = {
     errors.DecodeError: errors.DecodeError("truncated JPEG", "p.jpg"),
     errors.UnsupportedFormatError: errors.UnsupportedFormatError("TIFF is not read", None),
     errors.ImageTooLargeError: errors.ImageTooLargeError("120 MP > 100 MP", "p.jpg"),
+    errors.ImageTooComplexError: errors.ImageTooComplexError("more than 100 scans", "p.jpg"),
     errors.EncodeError: errors.EncodeError("PNG encoder failed", "p.png"),
     errors.SaveError: errors.SaveError(28, "No space left on device", "/lib/p.jpg"),
     errors.InternalError: errors.InternalError("bug in write_image: index out of range"),

@@ -107,6 +107,11 @@ class ImageTooLargeError(DecodeError):
     """The header declares more pixels than the limit; refused before decoding."""
 
 
+class ImageTooComplexError(DecodeError):
+    """Decoding would take unbounded work (e.g. a JPEG with thousands of scans); refused
+    before decoding. The same bytes are refused every time, so a run remembers the URL."""
+
+
 class EncodeError(ArtpipeError):
     """Encoding the output image failed."""
 
@@ -146,6 +151,7 @@ __all__ = [
     "FetchError",
     "FetchTimeoutError",
     "HTTPStatusError",
+    "ImageTooComplexError",
     "ImageTooLargeError",
     "InternalError",
     "ManifestError",

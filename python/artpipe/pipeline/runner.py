@@ -28,7 +28,13 @@ from typing import Any
 from artpipe import naming, redact
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
-from artpipe.errors import ArtpipeError, DecodeError, FetchError, ImageTooLargeError
+from artpipe.errors import (
+    ArtpipeError,
+    DecodeError,
+    FetchError,
+    ImageTooComplexError,
+    ImageTooLargeError,
+)
 from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits, FetchResult
 from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
@@ -620,16 +626,12 @@ class ItemRunner:
             self.metrics.count("cache.errors")
 
 
-REFUSED_BEFORE_DECODING = "refused before decoding"
-"""The phrase every work-limit refusal of the Rust core carries (pixels, JPEG scans)."""
-
-
 def is_refusal(error: ArtpipeError) -> bool:
     """A work limit refused the image: the same URL will be refused again, so remember it.
 
     A truncated or corrupt body is not one: it may be a transient failure, and is retried.
     """
-    return isinstance(error, ImageTooLargeError) or REFUSED_BEFORE_DECODING in str(error)
+    return isinstance(error, ImageTooLargeError | ImageTooComplexError)
 
 
 REFUSED_AGAIN = "refused in an earlier run, not downloaded again (a new URL or --refresh retries)"
