@@ -35,7 +35,7 @@ from PIL import Image
 from tests.support.server import ImageServer, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_LIMITS = FetchLimits(max_attempts=2, backoff_base=0.01, backoff_cap=0.05,
+FAST_LIMITS = FetchLimits(max_attempts=3, backoff_base=0.01, backoff_cap=0.05,
                           connect_timeout=2, read_timeout=5, total_timeout=10)
 
 
@@ -133,8 +133,15 @@ async def run(items: Any, library: Path, **options: Any) -> pipeline.RunReport:
 
 async def local_reference(items: Any, library: Path) -> dict[str, str]:
     report = await run(items, library, executor="thread", workers=2)
-    assert report.exit_code == 0
+    assert report.exit_code == 0, failed_slots(library)
     return library_digests(library)
+
+
+def failed_slots(library: Path) -> list[tuple[str, str, int, str | None]]:
+    """(item, art, index, error) of every failed row: what a failing assert should show."""
+    with Store(default_db_path(library)) as store:
+        return [(r.item, r.art, r.index, r.error) for r in store.all_artwork()
+                if r.status == "failed"]
 
 
 # -- shard functions the workers import ------------------------------------------
