@@ -159,6 +159,99 @@ mod _core {
         ))
     }
 
+    /// A rendered image waiting beside its target for `commit_writes` (see `write::Staged`).
+    /// Dropped uncommitted, its temp file is removed.
+    #[pyclass(module = "artpipe._core", frozen)]
+    struct StagedWrite {
+        staged: std::sync::Mutex<Option<crate::write::Staged>>,
+        #[pyo3(get)]
+        mtime_ns: i64,
+    }
+
+    /// `write_image` up to the temp file: rendered, written beside the target, not yet durable
+    /// or in place. Returns the same tuple as `write_image`, and the `StagedWrite`.
+    #[pyfunction]
+    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn stage_image(
+        py: Python<'_>,
+        data: &Bound<'_, PyBytes>,
+        path: PathBuf,
+        root: Option<PathBuf>,
+        max_size: Option<(u32, u32)>,
+        format: Option<&str>,
+        quality: u8,
+        max_pixels: u64,
+    ) -> PyResult<(
+        (String, &'static str, u32, u32, u64, String, bool),
+        StagedWrite,
+    )> {
+        let req = request(max_size, format, quality, max_pixels)?;
+        let bytes = data.as_bytes();
+        let (saved, staged) = detached(py, "stage_image", || {
+            let target = crate::write::Target {
+                path: &path,
+                root: root.as_deref(),
+            };
+            crate::render::save_staged(bytes, &target, &req)
+        })?;
+        let mtime_ns = staged.mtime_ns;
+        Ok((
+            (
+                saved.path.to_string_lossy().into_owned(),
+                saved.format.name(),
+                saved.width,
+                saved.height,
+                saved.bytes,
+                saved.sha256,
+                saved.passthrough,
+            ),
+            StagedWrite {
+                staged: std::sync::Mutex::new(Some(staged)),
+                mtime_ns,
+            },
+        ))
+    }
+
+    /// Put staged writes in place, durably, with one sync pass for the batch: for each, None
+    /// (done) or the exception that says why that file was not written (the old one stays).
+    #[pyfunction]
+    fn commit_writes(
+        py: Python<'_>,
+        writes: Vec<Bound<'_, StagedWrite>>,
+    ) -> PyResult<Vec<Option<Py<pyo3::exceptions::PyBaseException>>>> {
+        let mut batch = Vec::with_capacity(writes.len());
+        let mut taken = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let staged = write
+                .get()
+                .staged
+                .lock()
+                .map_err(|_| PyValueError::new_err("a staged write was poisoned"))?
+                .take();
+            taken.push(staged.is_some());
+            batch.extend(staged);
+        }
+        let mut results =
+            detached(py, "commit_writes", || Ok(crate::write::commit(batch)))?.into_iter();
+        Ok(taken
+            .into_iter()
+            .map(|was_staged| {
+                if !was_staged {
+                    return Some(
+                        PyValueError::new_err("this staged write was already committed")
+                            .into_value(py),
+                    );
+                }
+                match results.next() {
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => Some(PyErr::from(e).into_value(py)),
+                    None => Some(PyValueError::new_err("a staged write was lost").into_value(py)),
+                }
+            })
+            .collect())
+    }
+
     /// Upright pixels: (buffer, height, width, channels), channels 3 (RGB) or 4 (RGBA).
     #[pyfunction]
     #[pyo3(signature = (data, *, max_size=None, max_pixels=100_000_000))]

@@ -7,7 +7,7 @@
 //! after they are proven to decode completely, so a truncated download is never saved.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -214,10 +214,26 @@ pub fn save(data: &[u8], target: &write::Target<'_>, req: &Request) -> CoreResul
     write::check_target(target)?;
     let rendered = render(data, req)?;
     write::write_atomic(target, &rendered.bytes)?;
-    let path = target.path;
+    Ok(saved(&rendered, target.path))
+}
+
+/// Render and stage the result beside the target: `write::commit` puts it in place, durably,
+/// together with other staged files (one sync pass for many files).
+pub fn save_staged(
+    data: &[u8],
+    target: &write::Target<'_>,
+    req: &Request,
+) -> CoreResult<(Saved, write::Staged)> {
+    write::check_target(target)?;
+    let rendered = render(data, req)?;
+    let staged = write::stage(target, &rendered.bytes)?;
+    Ok((saved(&rendered, target.path), staged))
+}
+
+fn saved(rendered: &Rendered<'_>, path: &Path) -> Saved {
     let digest = Sha256::digest(&rendered.bytes);
     let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Saved {
+    Saved {
         path: path.to_path_buf(),
         format: rendered.format,
         width: rendered.width,
@@ -225,7 +241,7 @@ pub fn save(data: &[u8], target: &write::Target<'_>, req: &Request) -> CoreResul
         bytes: rendered.bytes.len() as u64,
         sha256,
         passthrough: rendered.passthrough,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -18,12 +18,13 @@
 //! Missing folders below the root are created on the way down (mkdirat), never above it.
 //! Without a root no parent directory is created; the caller decides where directories appear.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{ErrorKind, Write};
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
@@ -336,8 +337,46 @@ fn hold_while_writing(file: &File) {
     }
 }
 
-/// Write `bytes` to the target atomically and durably (see the module docs).
-pub fn write_atomic(target: &Target<'_>, bytes: &[u8]) -> CoreResult<()> {
+/// A file written under its temp name in the target's folder: complete, locked, but neither
+/// durable nor in place yet. `commit` makes a batch of them durable with one sync pass and
+/// renames each over its target; dropped uncommitted, the temp file is removed.
+pub struct Staged {
+    dir: OwnedFd,
+    tmp: String,
+    name: OsString,
+    target: PathBuf,
+    file: Option<File>,
+    /// The file's mtime in nanoseconds; the rename keeps it, so it is the target's mtime.
+    pub mtime_ns: i64,
+}
+
+impl Staged {
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    fn rename(&self) -> std::io::Result<()> {
+        rustix::fs::renameat(&self.dir, self.tmp.as_str(), &self.dir, &self.name).map_err(io)
+    }
+
+    /// The temp file is in place (or gone): nothing is left to remove; the lock goes with it.
+    fn finish(&mut self) {
+        self.tmp.clear();
+        self.file = None;
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.is_empty() {
+            // Best effort, while the lock is still held, so no sweeper races us to it.
+            let _ = rustix::fs::unlinkat(&self.dir, self.tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Write `bytes` to a temp file beside the target (created, locked, written; not synced).
+pub fn stage(target: &Target<'_>, bytes: &[u8]) -> CoreResult<Staged> {
     let path = target.path;
     let Some(parent) = open_parent(target, true)? else {
         return Err(CoreError::save(
@@ -349,21 +388,136 @@ pub fn write_atomic(target: &Target<'_>, bytes: &[u8]) -> CoreResult<()> {
     check_entry(&parent, path)?;
     let (tmp, mut file) = create_temp(&parent.dir, parent.name, path)?;
     hold_while_writing(&file);
-    let steps = (|| -> Result<(), (&'static str, std::io::Error)> {
-        file.write_all(bytes)
-            .map_err(|e| ("cannot write the temporary file", e))?;
+    let name = parent.name.to_os_string();
+    let mut staged = Staged {
+        dir: parent.dir,
+        tmp,
+        name,
+        target: path.to_path_buf(),
+        file: None,
+        mtime_ns: 0,
+    };
+    file.write_all(bytes)
+        .map_err(|e| CoreError::from_io("cannot write the temporary file", &e, path))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CoreError::from_io("cannot inspect the temporary file", &e, path))?;
+    staged.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    staged.file = Some(file);
+    Ok(staged)
+}
+
+/// Write `bytes` to the target atomically and durably (see the module docs).
+pub fn write_atomic(target: &Target<'_>, bytes: &[u8]) -> CoreResult<()> {
+    let mut staged = stage(target, bytes)?;
+    let path = target.path;
+    if let Some(file) = &staged.file {
         file.sync_all()
-            .map_err(|e| ("cannot flush the temporary file to disk", e))?;
-        rustix::fs::renameat(&parent.dir, tmp.as_str(), &parent.dir, parent.name)
-            .map_err(|e| ("cannot rename the temporary file over the target", io(e)))
-    })();
-    drop(file); // releases the lock, after the rename
-    if let Err((what, e)) = steps {
-        // Best effort: the temp file may already be gone; the original error is what matters.
-        let _ = rustix::fs::unlinkat(&parent.dir, tmp.as_str(), AtFlags::empty());
-        return Err(CoreError::from_io(what, &e, path));
+            .map_err(|e| CoreError::from_io("cannot flush the temporary file to disk", &e, path))?;
     }
-    sync_dir(&parent.dir, path)
+    staged.rename().map_err(|e| {
+        CoreError::from_io("cannot rename the temporary file over the target", &e, path)
+    })?;
+    staged.finish(); // releases the lock, after the rename
+    sync_dir(&staged.dir, path)
+}
+
+/// Make a batch of staged files durable and put each in place: the group commit.
+///
+/// Each file is the complete old one or the complete new one at every instant, exactly as
+/// with `write_atomic`; a result is `Ok` only once the new file and its name are on disk.
+/// The order is that of `write_atomic` for every file, each step done for the whole batch:
+/// flush the data of all temp files, rename each over its target, flush the renames. On Linux
+/// a flush is one `syncfs` per filesystem in the batch (one journal commit for many files,
+/// instead of two fsyncs per file); where `syncfs` fails, or elsewhere, each file and each
+/// folder is flushed on its own, so an error is still reported for the file it concerns.
+pub fn commit(batch: Vec<Staged>) -> Vec<CoreResult<Staged>> {
+    let mut slots: Vec<CoreResult<Staged>> = batch.into_iter().map(Ok).collect();
+    flush_data(&mut slots);
+    for slot in slots.iter_mut() {
+        if let Ok(staged) = slot {
+            if let Err(e) = staged.rename() {
+                *slot = Err(CoreError::from_io(
+                    "cannot rename the temporary file over the target",
+                    &e,
+                    &staged.target,
+                ));
+            } else {
+                staged.finish();
+            }
+        }
+    }
+    flush_names(&mut slots);
+    slots
+}
+
+/// Filesystems of the staged files (by device), each with one of its folders to sync through.
+#[cfg(target_os = "linux")]
+fn devices(slots: &[CoreResult<Staged>]) -> Vec<(u64, usize)> {
+    let mut seen: Vec<(u64, usize)> = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        if let Ok(staged) = slot {
+            let dev = rustix::fs::fstat(&staged.dir).map_or(u64::MAX, |st| st.st_dev);
+            if !seen.iter().any(|(d, _)| *d == dev) {
+                seen.push((dev, i));
+            }
+        }
+    }
+    seen
+}
+
+/// One `syncfs` per filesystem; false where it failed (the caller flushes file by file).
+#[cfg(target_os = "linux")]
+fn sync_filesystems(slots: &[CoreResult<Staged>]) -> bool {
+    let mut all = true;
+    for (dev, i) in devices(slots) {
+        let Ok(staged) = &slots[i] else { continue };
+        if dev == u64::MAX || rustix::fs::syncfs(&staged.dir).is_err() {
+            all = false;
+        }
+    }
+    all
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystems(_slots: &[CoreResult<Staged>]) -> bool {
+    false
+}
+
+fn flush_data(slots: &mut [CoreResult<Staged>]) {
+    if slots.len() > 1 && sync_filesystems(slots) {
+        return;
+    }
+    for slot in slots.iter_mut() {
+        let Ok(staged) = slot else { continue };
+        let synced = staged.file.as_ref().map_or(Ok(()), File::sync_all);
+        if let Err(e) = synced {
+            *slot = Err(CoreError::from_io(
+                "cannot flush the temporary file to disk",
+                &e,
+                &staged.target,
+            ));
+        }
+    }
+}
+
+fn flush_names(slots: &mut [CoreResult<Staged>]) {
+    if slots.len() > 1 && sync_filesystems(slots) {
+        return;
+    }
+    let mut synced: Vec<(u64, u64)> = Vec::new(); // (device, inode) of folders done
+    for slot in slots.iter_mut() {
+        let Ok(staged) = slot else { continue };
+        let id = rustix::fs::fstat(&staged.dir).map_or((0, 0), |st| (st.st_dev, st.st_ino));
+        if id != (0, 0) && synced.contains(&id) {
+            continue;
+        }
+        if let Err(e) = sync_dir(&staged.dir, &staged.target) {
+            *slot = Err(e);
+        } else {
+            synced.push(id);
+        }
+    }
 }
 
 /// fsync the directory so the rename is durable. Filesystems that cannot sync a directory
@@ -401,6 +555,67 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(TEMP_SUFFIX))
             .collect()
+    }
+
+    #[test]
+    fn a_committed_batch_is_in_place_and_a_staged_file_is_not() {
+        let dir = scratch("batch");
+        let targets: Vec<PathBuf> = (0..5)
+            .map(|n| {
+                dir.join(format!("f{}", n % 2))
+                    .join(format!("poster{n}.jpg"))
+            })
+            .collect();
+        fs::write(dir.join("old.txt"), b"untouched").unwrap();
+        let staged: Vec<Staged> = targets
+            .iter()
+            .enumerate()
+            .map(|(n, t)| stage(&Target::under(&dir, t), format!("image {n}").as_bytes()).unwrap())
+            .collect();
+        assert!(
+            targets.iter().all(|t| !t.exists()),
+            "nothing in place before commit"
+        );
+        let results = commit(staged);
+        assert!(results.iter().all(Result::is_ok));
+        for (n, t) in targets.iter().enumerate() {
+            assert_eq!(fs::read(t).unwrap(), format!("image {n}").as_bytes());
+            assert!(leftovers(t.parent().unwrap()).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_dropped_staged_file_leaves_no_temp_and_the_old_file() {
+        let dir = scratch("dropped");
+        let target = dir.join("fanart.jpg");
+        fs::write(&target, b"old").unwrap();
+        let staged = stage(&Target::path(&target), b"new").unwrap();
+        assert_eq!(leftovers(&dir).len(), 1);
+        drop(staged);
+        assert!(leftovers(&dir).is_empty());
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_failed_rename_fails_only_its_own_file() {
+        let dir = scratch("one-bad");
+        let (good, bad) = (dir.join("good.png"), dir.join("bad.png"));
+        let batch = vec![
+            stage(&Target::path(&good), b"good").unwrap(),
+            stage(&Target::path(&bad), b"bad").unwrap(),
+        ];
+        fs::create_dir(&bad).unwrap(); // a folder appeared where the file goes
+        let results = commit(batch);
+        assert!(results[0].is_ok());
+        let err = results[1]
+            .as_ref()
+            .err()
+            .expect("the rename over a folder fails");
+        assert!(err.to_string().contains("bad.png"), "{err}");
+        assert_eq!(fs::read(&good).unwrap(), b"good");
+        assert!(bad.is_dir());
+        drop(results);
+        assert!(leftovers(&dir).is_empty());
     }
 
     #[test]

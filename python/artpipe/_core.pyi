@@ -5,18 +5,22 @@ and wrap results in dataclasses.
 """
 
 import os
+from typing import final
 
 __all__ = [
     "MAX_PIXELS",
     "TEMP_SUFFIX",
+    "StagedWrite",
     "__version__",
     "_debug_panic",
     "build_info",
+    "commit_writes",
     "decode",
     "encode",
     "probe",
     "render",
     "sniff",
+    "stage_image",
     "write_image",
 ]
 
@@ -46,6 +50,22 @@ def write_image(
     quality: int = 90,
     max_pixels: int = 100_000_000,
 ) -> tuple[str, str, int, int, int, str, bool]: ...
+def stage_image(
+    data: bytes,
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_size: tuple[int, int] | None = None,
+    format: str | None = None,
+    quality: int = 90,
+    max_pixels: int = 100_000_000,
+) -> tuple[tuple[str, str, int, int, int, str, bool], StagedWrite]: ...
+@final
+class StagedWrite:
+    @property
+    def mtime_ns(self) -> int: ...
+
+def commit_writes(writes: list[StagedWrite]) -> list[BaseException | None]: ...
 def decode(
     data: bytes,
     *,

@@ -217,26 +217,39 @@ def write_image(
     ``SaveError`` and nothing is written outside ``root``. With ``root``, missing folders
     below it are created (none above it); ``root`` itself may be a link.
     """
-    fs_path = _fs_path("path", path)
-    fs_root = None if root is None else _fs_path("root", root)
-    out_path, out_format, width, height, size, sha256, passthrough = _core.write_image(
-        _data(data),
-        fs_path,
-        root=fs_root,
-        max_size=_max_size(max_size),
-        format=_format(format),
-        quality=_quality(quality),
-        max_pixels=_max_pixels(max_pixels),
-    )
-    return SavedImage(
-        path=out_path,
-        format=out_format,
-        width=width,
-        height=height,
-        bytes=size,
-        sha256=sha256,
-        passthrough=passthrough,
-    )
+    return _saved(_core.write_image(
+        _data(data), _fs_path("path", path), root=None if root is None else _fs_path("root", root),
+        max_size=_max_size(max_size), format=_format(format), quality=_quality(quality),
+        max_pixels=_max_pixels(max_pixels)))
+
+
+def stage_image(
+    data: BytesLike,
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_size: tuple[int, int] | None = None,
+    format: str | None = None,
+    quality: int = 90,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[SavedImage, _core.StagedWrite]:
+    """``write_image`` up to the temp file beside ``path``: nothing is in place or durable yet.
+
+    ``artpipe.commit.GroupCommitter`` puts staged files in place with one flush to disk for
+    many files; until then the target is untouched, and a staged write that is dropped
+    removes its temp file.
+    """
+    result, staged = _core.stage_image(
+        _data(data), _fs_path("path", path), root=None if root is None else _fs_path("root", root),
+        max_size=_max_size(max_size), format=_format(format), quality=_quality(quality),
+        max_pixels=_max_pixels(max_pixels))
+    return _saved(result), staged
+
+
+def _saved(result: tuple[str, str, int, int, int, str, bool]) -> SavedImage:
+    out_path, out_format, width, height, size, sha256, passthrough = result
+    return SavedImage(path=out_path, format=out_format, width=width, height=height, bytes=size,
+                      sha256=sha256, passthrough=passthrough)
 
 
 def decode(

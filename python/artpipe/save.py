@@ -16,8 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from artpipe import _core
 from artpipe.errors import ArtpipeError, SaveError
-from artpipe.image import TEMP_SUFFIX, write_image
+from artpipe.image import TEMP_SUFFIX, stage_image, write_image
 from artpipe.models import SavedImage
 
 __all__ = ["TEMP_SUFFIX", "Rendered", "SaveJob", "SaveOutcome", "remove_file", "save_one",
@@ -45,6 +46,9 @@ class SaveJob:
     """The library root: the write creates the folders below it and follows no link there."""
     copy_of: Rendered | None = None
     """The same render, already written elsewhere: its bytes are written again, unrendered."""
+    stage: bool = False
+    """Leave the file staged beside the target for a ``commit.GroupCommitter`` (in-process
+    executors only: a staged write cannot cross to another process)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class SaveOutcome:
     ms: float
     worker: str
     mtime_ns: int | None = None  # the written file's mtime, for the store (None: hash next run)
+    staged: _core.StagedWrite | None = None  # with ``SaveJob.stage``: not in place until committed
 
 
 def save_one(job: SaveJob) -> SaveOutcome:
@@ -64,6 +69,7 @@ def save_one(job: SaveJob) -> SaveOutcome:
     start = time.perf_counter_ns()
     worker = f"{os.getpid()}:{threading.current_thread().name}"
     saved: SavedImage | None = None
+    staged: _core.StagedWrite | None = None
     error: ArtpipeError | None = None
     try:
         if job.root is None:
@@ -71,26 +77,38 @@ def save_one(job: SaveJob) -> SaveOutcome:
         # With a root, the folders are made by the write itself, descending from the root
         # without following links: a folder swapped for a link to elsewhere while the image
         # downloaded fails this slot instead of receiving the file.
-        saved = _copy(job) if job.copy_of is not None else None
+        if job.copy_of is not None:
+            saved, staged = _copy(job)
         if saved is None:
-            saved = write_image(job.data, job.target, root=job.root, max_size=job.max_size,
-                                format=job.format, quality=job.quality)
+            saved, staged = _write(job, job.data, max_size=job.max_size, format=job.format)
     except ArtpipeError as exc:
         error = exc
     except OSError as exc:  # makedirs: a file where a folder should be, read-only, ENOSPC
         error = SaveError(exc.errno or 0, f"cannot create the folder for {job.target}: "
                           f"{exc.strerror or exc}", job.target)
     mtime_ns = None
-    if saved is not None:
+    if staged is not None:
+        mtime_ns = staged.mtime_ns  # the rename keeps it
+    elif saved is not None:
         try:
             mtime_ns = os.stat(saved.path).st_mtime_ns
         except OSError:
             pass
     ms = (time.perf_counter_ns() - start) / 1e6
-    return SaveOutcome(saved, error, start, ms, worker, mtime_ns)
+    return SaveOutcome(saved, error, start, ms, worker, mtime_ns, staged)
 
 
-def _copy(job: SaveJob) -> SavedImage | None:
+def _write(job: SaveJob, data: bytes, *, max_size: tuple[int, int] | None,
+           format: str) -> tuple[SavedImage, _core.StagedWrite | None]:
+    """Render and write (or, with ``job.stage``, stage) ``data`` to the job's target."""
+    if job.stage:
+        return stage_image(data, job.target, root=job.root, max_size=max_size, format=format,
+                           quality=job.quality)
+    return write_image(data, job.target, root=job.root, max_size=max_size, format=format,
+                       quality=job.quality), None
+
+
+def _copy(job: SaveJob) -> tuple[SavedImage | None, _core.StagedWrite | None]:
     """Write the render ``job.copy_of`` already holds to ``job.target``; None: render afresh.
 
     The file is read back and checked against the sha256 it was written with (it may have
@@ -104,14 +122,13 @@ def _copy(job: SaveJob) -> SavedImage | None:
         with open(source.path, "rb") as f:
             data = f.read()
     except OSError:
-        return None
+        return None, None
     if hashlib.sha256(data).hexdigest() != source.sha256:
-        return None
-    saved = write_image(data, job.target, root=job.root, max_size=None, format=source.format,
-                        quality=job.quality)
+        return None, None
+    saved, staged = _write(job, data, max_size=None, format=source.format)
     if saved.sha256 != source.sha256:  # not passed through after all: never expected
-        return None
-    return replace(saved, passthrough=source.passthrough)
+        return None, None  # (a staged file is removed when it is dropped)
+    return replace(saved, passthrough=source.passthrough), staged
 
 
 def remove_file(path: str) -> bool:

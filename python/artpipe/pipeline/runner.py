@@ -28,6 +28,7 @@ from typing import Any
 from artpipe import naming, redact
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
+from artpipe.commit import GroupCommitter
 from artpipe.errors import (
     ArtpipeError,
     DecodeError,
@@ -250,6 +251,10 @@ class ItemRunner:
         # Blocking calls (stat, listdir, the cache) run here rather than on asyncio's default
         # executor: as many threads as cores, since more only contend on a small machine.
         self._io = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="io")
+        # Renders in this process stage their files; one thread commits them in batches
+        # (commit.py). A process pool's renders write durably on their own.
+        self._committer = (GroupCommitter() if isinstance(executor, ThreadPoolExecutor)
+                           else None)
 
     async def _blocking(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``asyncio.to_thread`` on the runner's own small pool."""
@@ -259,6 +264,8 @@ class ItemRunner:
     def close(self) -> None:
         """Stop the runner's threads (waits for a blocking call in progress)."""
         self._io.shutdown(wait=True)
+        if self._committer is not None:
+            self._committer.close()
 
     @classmethod
     @asynccontextmanager
@@ -601,7 +608,16 @@ class ItemRunner:
         so huge images wait for room instead of all decoding at once."""
         async with self.pixels.hold(decoded_bytes(job.data)):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, save_one, job)
+            job = replace(job, stage=self._committer is not None)
+            outcome = await loop.run_in_executor(self.executor, save_one, job)
+        if outcome.staged is None or self._committer is None:
+            return outcome
+        # In place and durable together with the other files staged meanwhile (commit.py).
+        try:
+            await asyncio.wrap_future(self._committer.commit(outcome.staged))
+        except ArtpipeError as exc:
+            return replace(outcome, saved=None, error=exc, mtime_ns=None, staged=None)
+        return replace(outcome, staged=None)
 
     def record_peaks(self) -> None:
         """The budgets' high-water marks, as counters (bytes; per process)."""

@@ -1,0 +1,98 @@
+"""Group commit: many rendered files made durable with one sync pass.
+
+A durable write costs two flushes to disk (the file's data, then its name in
+the folder), and on a small disk that is most of the time a passthrough
+thumbnail takes. Render threads therefore only *stage* a file (written in
+full beside its target, under the temp name the sweeper knows) and hand it
+here; one thread takes every staged file that is waiting, flushes them
+together and renames each over its target (``_core.commit_writes``). While
+one batch is on its way to disk the next one gathers, so the batch grows
+with the load and costs nothing when it is light.
+
+The guarantees are ``write_image``'s, file by file: a killed run leaves each
+target complete old or complete new (a staged file is renamed only after its
+data is on disk), and a future resolves only once the new file and its name
+are durable, so the store, which records a file after its future, never
+records one that a power cut could take back.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+from artpipe import _core
+
+__all__ = ["GroupCommitter"]
+
+_MAX_BATCH = 256  # files per sync pass, at most: the first of them waits for all the rest
+
+
+class GroupCommitter:
+    """One thread that commits staged writes in batches; ``commit`` returns a future."""
+
+    def __init__(self, name: str = "commit") -> None:
+        self._queue: queue.SimpleQueue[tuple[_core.StagedWrite, Future[None]] | None] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def commit(self, staged: _core.StagedWrite) -> Future[None]:
+        """Put ``staged`` in place durably; the future raises why it could not be."""
+        future: Future[None] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the group committer is closed")
+            self._queue.put((staged, future))
+        return future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    @staticmethod
+    def _commit(batch: list[tuple[_core.StagedWrite, Future[None]]]) -> None:
+        # A write whose waiter gave up (a cancelled run) is left out: dropped, its temp
+        # file is removed and the target keeps its old file. The rest can no longer be
+        # cancelled, so each future gets the result of its own file.
+        batch = [(staged, future) for staged, future in batch
+                 if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            errors = _core.commit_writes([staged for staged, _ in batch])
+        except Exception as exc:  # never expected: fail the batch, keep the thread
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), error in zip(batch, errors, strict=True):
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
