@@ -12,7 +12,8 @@
   5 downloads at once, then Pillow saves).
 * (c) ``writes`` — the per-file cost of a durable write: artpipe's ``save_one`` of a
   42 KB passthrough JPEG (decode check, temp file, fsync, rename, directory fsync) on 1
-  and ``cpu_count`` threads, against the floor of the same disk: write + fsync + rename +
+  and ``cpu_count`` threads, and as the pipeline runs it (``cpu_count`` render threads
+  stage, ``commit.GroupCommitter`` makes batches durable with one sync pass), against the floor of the same disk: write + fsync + rename +
   directory fsync in plain Python on 1 and 8 threads, and ``sync()`` once per 128 files.
 
 Client CPU is this process's (all threads; the servers run in their own processes).
@@ -275,6 +276,28 @@ def bench_writes(scratch: Path, files: int) -> list[dict[str, Any]]:
                 assert out.saved is not None and out.saved.passthrough, out.error
             return pooled(threads, one)
         cases.append((f"artpipe save_one, {threads} thread(s)", artpipe))
+
+    def grouped(folder: Path) -> Callable[[], None]:
+        """As the pipeline runs it: render threads stage, one thread commits in batches."""
+        from artpipe.commit import GroupCommitter
+
+        def go() -> None:
+            committer = GroupCommitter()
+
+            def one(i: int) -> Any:
+                out = save_one(SaveJob(data=data, target=str(folder / f"f{i}.jpg"),
+                                       format="jpeg", root=str(folder), stage=True))
+                assert out.staged is not None, out.error
+                return committer.commit(out.staged)
+
+            try:
+                with ThreadPoolExecutor(cores) as pool:
+                    for future in list(pool.map(one, range(files))):
+                        future.result()
+            finally:
+                committer.close()
+        return go
+    cases.append((f"artpipe save_one staged + group commit, {cores} thread(s)", grouped))
     for threads in (1, 8):
         def floor(folder: Path, threads: int = threads) -> Callable[[], None]:
             return pooled(threads, lambda i: floor_write(folder, data, i))
