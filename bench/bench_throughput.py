@@ -13,7 +13,8 @@
 * (c) ``writes`` — the per-file cost of a durable write: artpipe's ``save_one`` of a
   42 KB passthrough JPEG (decode check, temp file, fsync, rename, directory fsync) on 1
   and ``cpu_count`` threads, and as the pipeline runs it (``cpu_count`` render threads
-  stage, ``commit.GroupCommitter`` makes batches durable with one sync pass), against the floor of the same disk: write + fsync + rename +
+  stage, ``commit.GroupCommitter`` makes batches durable with one sync pass), against
+  the floor of the same disk: write + fsync + rename +
   directory fsync in plain Python on 1 and 8 threads, and ``sync()`` once per 128 files.
 
 Client CPU is this process's (all threads; the servers run in their own processes).
@@ -48,6 +49,7 @@ sys.path.insert(0, str(HERE))
 import bench_pipeline  # noqa: E402  (the seed's designs and the photo-like sources)
 from bench_fetch import start_server  # noqa: E402
 
+EXTRA: dict[str, Any] = {}
 PNG_ARTS = ("clearlogo", "clearart", "discart", "characterart")
 bench_pipeline.LIMITS.update({"clearart": (1000, 562), "discart": (1000, 1000),
                               "characterart": (512, 512), "keyart": (1920, 1080),
@@ -106,8 +108,9 @@ async def artpipe_run(items: list[dict[str, Any]], library: Path) -> dict[str, A
     from artpipe import pipeline
     from artpipe.fetch import FetchLimits
 
-    report = await pipeline.run(items, library, limits=FetchLimits(concurrency=32, per_host=8))
-    assert report.exit_code == 0, report.stats.errors
+    limits = FetchLimits(concurrency=32, per_host=8)
+    report = await pipeline.run(items, library, limits=limits, **EXTRA)
+    assert report.exit_code == 0, (report.stats.errors, report.stats)
     counters = report.metrics.counters()
     assert counters.get("http.requests_in_save", 0) == 0
     timers = report.metrics.timers()

@@ -538,3 +538,47 @@ async def test_a_cache_index_that_cannot_commit_fails_no_slot(
     assert report.exit_code == 0, report.stats.errors
     assert report.stats.slots["saved"] == 2 * 12
     assert report.metrics.counters()["cache.errors"] == 2  # once per item
+
+
+async def test_no_write_into_a_folder_starts_before_its_sweep_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweep removes temp files it can lock; this run's own staged files must never be
+    # in a folder while its sweep still lists it, so every slot waits for that one sweep.
+    import threading
+    import time
+
+    from artpipe import save
+    from artpipe.pipeline import runner
+
+    events: list[tuple[float, str, str]] = []
+    lock = threading.Lock()
+
+    def slow_sweep(directory: str) -> int:
+        time.sleep(0.3)  # a slow NAS listing a big folder
+        removed = save.sweep_temp_files(directory)
+        with lock:
+            events.append((time.monotonic(), "swept", directory))
+        return removed
+
+    def logged_save(job: save.SaveJob) -> save.SaveOutcome:
+        with lock:
+            events.append((time.monotonic(), "write", str(Path(job.target).parent)))
+        return save.save_one(job)
+
+    monkeypatch.setattr(runner, "sweep_temp_files", slow_sweep)
+    monkeypatch.setattr(runner, "save_one", logged_save)
+    async with ImageServer() as srv:
+        items = [{"id": "tt1", "type": "movie", "path": "Movies/A/A.mkv",
+                  "art": {name: srv.url(f"/{name}.jpg") for name in ("poster", "fanart",
+                                                                      "landscape")}}]
+        leftover = tmp_path / "Movies" / "A" / ".A-poster.jpg.dead.artpipe-tmp"
+        leftover.parent.mkdir(parents=True)
+        leftover.write_bytes(b"half an image from a killed run")
+        report = await run(items, tmp_path)
+    assert report.exit_code == 0
+    assert not leftover.exists()
+    swept = {d: t for t, what, d in events if what == "swept"}
+    writes = [(t, d) for t, what, d in events if what == "write"]
+    assert len(writes) == 3
+    assert all(t > swept[d] for t, d in writes), events

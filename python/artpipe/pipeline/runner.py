@@ -239,7 +239,7 @@ class ItemRunner:
         self.metrics = metrics
         self.rows_for = rows_for
         self.settings = settings
-        self._swept: OrderedDict[str, None] = OrderedDict()
+        self._swept: OrderedDict[str, asyncio.Future[int]] = OrderedDict()
         fetcher.keep = self._keep  # into the cache inside the fetcher's single flight
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
         self.claims = Claims()  # two items naming one file: the first line keeps it
@@ -625,15 +625,25 @@ class ItemRunner:
         self.metrics.count("memory.pixels_peak_bytes", self.pixels.high_water)
 
     async def _sweep(self, directory: str) -> None:
-        """Remove temp files a killed run left in a folder we are about to write."""
-        if directory in self._swept:
+        """Remove temp files a killed run left in a folder we are about to write.
+
+        Every slot writing the folder waits for its one sweep to finish: a sweep still
+        listing the folder must not meet this run's own temp files in it.
+        """
+        sweep = self._swept.get(directory)
+        if sweep is not None:
             self._swept.move_to_end(directory)
-            return
-        self._swept[directory] = None
-        if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
-            self._swept.popitem(last=False)
-        removed = await self._blocking(sweep_temp_files, directory)
-        self.metrics.count("files.temp_swept", removed)
+        else:
+            sweep = asyncio.ensure_future(self._blocking(sweep_temp_files, directory))
+            self._swept[directory] = sweep
+            if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
+                self._swept.popitem(last=False)
+            sweep.add_done_callback(self._count_swept)
+        await asyncio.shield(sweep)
+
+    def _count_swept(self, sweep: asyncio.Future[int]) -> None:
+        if not sweep.cancelled() and sweep.exception() is None:
+            self.metrics.count("files.temp_swept", sweep.result())
 
     async def _evict(self, url: str) -> None:
         try:
