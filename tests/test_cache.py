@@ -290,3 +290,16 @@ def test_recently_put_needs_no_lock_and_a_trusted_blob_is_not_hashed_again(
         assert reads == []
         assert cache.read("http://b/p.jpg") == b"0123456789"  # a read still verifies
         assert reads == [entry.path]
+
+
+def test_blob_folders_removed_behind_its_back_are_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    cache = Cache(tmp_path / "c")
+    first = cache.put("http://a/1.jpg", b"one")
+    shutil.rmtree(first.path.parent)  # someone cleaning up the cache folder mid-run
+    again = cache.put("http://a/2.jpg", b"one")  # same bytes: same shard folder
+    assert again.path == first.path and again.path.read_bytes() == b"one"
+    assert cache.read("http://a/2.jpg") == b"one"
+    assert not list(first.path.parent.glob(".tmp-*"))
+    cache.close()

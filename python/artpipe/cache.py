@@ -33,9 +33,9 @@ import hashlib
 import itertools
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -141,6 +141,7 @@ class Cache:
         # ``recently_put``. Plain dicts: membership is atomic under the GIL.
         self._good: dict[str, None] = {}
         self._put_keys: dict[str, None] = {}
+        self._folders: set[str] = set()  # blob shard folders known to exist
         index = self.directory / "index.sqlite"
         try:
             self._db: sqlite3.Connection | None = self._open(index)
@@ -409,8 +410,17 @@ class Cache:
         No fsync: a blob carries its sha256 and is verified on every read, so one a
         power cut truncated reads as a miss (and is downloaded again).
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        folder = str(path.parent)
+        if folder not in self._folders:  # 256 shard folders: make each once per object
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        tmp = os.path.join(folder, f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:  # the folder was removed behind our back: make it again
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
