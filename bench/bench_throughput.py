@@ -301,6 +301,13 @@ def bench_writes(scratch: Path, files: int) -> list[dict[str, Any]]:
                 committer.close()
         return go
     cases.append((f"artpipe save_one staged + group commit, {cores} thread(s)", grouped))
+
+    def render_only(folder: Path) -> Callable[[], None]:
+        """The validation of the passthrough alone, no file: the part that is not the write."""
+        from artpipe import render
+
+        return pooled(cores, lambda i: render(data, max_size=(1000, 1500), format="jpeg"))
+    cases.append((f"render only (passthrough check, no write), {cores} thread(s)", render_only))
     for threads in (1, 8):
         def floor(folder: Path, threads: int = threads) -> Callable[[], None]:
             return pooled(threads, lambda i: floor_write(folder, data, i))

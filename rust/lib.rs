@@ -213,6 +213,37 @@ mod _core {
         ))
     }
 
+    /// Write bytes that are already a finished image (a copy of a file this run rendered and
+    /// checked) atomically, without decoding them again: with `stage`, leave them staged for
+    /// `commit_writes` and return the `StagedWrite`; otherwise write them durably now.
+    #[pyfunction]
+    #[pyo3(signature = (data, path, *, root=None, stage=false))]
+    fn write_bytes(
+        py: Python<'_>,
+        data: &Bound<'_, PyBytes>,
+        path: PathBuf,
+        root: Option<PathBuf>,
+        stage: bool,
+    ) -> PyResult<Option<StagedWrite>> {
+        let bytes = data.as_bytes();
+        let staged = detached(py, "write_bytes", || {
+            let target = crate::write::Target {
+                path: &path,
+                root: root.as_deref(),
+            };
+            crate::write::check_target(&target)?;
+            if stage {
+                crate::write::stage(&target, bytes).map(Some)
+            } else {
+                crate::write::write_atomic(&target, bytes).map(|()| None)
+            }
+        })?;
+        Ok(staged.map(|staged| StagedWrite {
+            mtime_ns: staged.mtime_ns,
+            staged: std::sync::Mutex::new(Some(staged)),
+        }))
+    }
+
     /// Put staged writes in place, durably, with one sync pass for the batch: for each, None
     /// (done) or the exception that says why that file was not written (the old one stays).
     #[pyfunction]

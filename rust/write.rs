@@ -466,13 +466,26 @@ fn devices(slots: &[CoreResult<Staged>]) -> Vec<(u64, usize)> {
     seen
 }
 
-/// One `syncfs` per filesystem; false where it failed (the caller flushes file by file).
+/// Local filesystems whose `syncfs` flushes as much as an fsync of each file would:
+/// ext2/3/4, XFS, Btrfs, F2FS, tmpfs (magic numbers from linux/magic.h). On the others —
+/// FUSE mounts such as mergerfs or rclone, network filesystems — a `syncfs` may not reach
+/// the storage behind the mount where an fsync does, so their files are flushed one by one.
+#[cfg(target_os = "linux")]
+const SYNCFS_TRUSTED: [i128; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
+
+/// One `syncfs` per filesystem; false where one failed or is not trusted (see above), and
+/// the caller flushes file by file.
 #[cfg(target_os = "linux")]
 fn sync_filesystems(slots: &[CoreResult<Staged>]) -> bool {
+    let found = devices(slots);
+    let trusted = |staged: &Staged| {
+        rustix::fs::fstatfs(&staged.dir)
+            .is_ok_and(|fs| SYNCFS_TRUSTED.contains(&i128::from(fs.f_type)))
+    };
     let mut all = true;
-    for (dev, i) in devices(slots) {
+    for (dev, i) in found {
         let Ok(staged) = &slots[i] else { continue };
-        if dev == u64::MAX || rustix::fs::syncfs(&staged.dir).is_err() {
+        if dev == u64::MAX || !trusted(staged) || rustix::fs::syncfs(&staged.dir).is_err() {
             all = false;
         }
     }

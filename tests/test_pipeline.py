@@ -512,13 +512,39 @@ def test_a_copy_whose_source_file_changed_is_rendered_afresh(tmp_path: Path) -> 
     first = save_one(SaveJob(data=data, target=str(tmp_path / "a.jpg"), format="jpeg",
                              max_size=(100, 100), root=str(tmp_path)))
     assert first.saved is not None and first.mtime_ns is not None
-    source = Rendered(first.saved.path, first.saved.sha256, "jpeg", False)
+    source = Rendered(first.saved.path, first.saved.sha256, "jpeg", False, 100, 67)
     (tmp_path / "a.jpg").write_bytes(make_image(50, 50, seed=9))  # changed behind our back
     copy = save_one(SaveJob(data=data, target=str(tmp_path / "b.jpg"), format="jpeg",
                             max_size=(100, 100), root=str(tmp_path), copy_of=source))
     assert copy.error is None and copy.saved is not None
     assert copy.saved.sha256 == first.saved.sha256  # rendered from the original again
     assert not copy.saved.passthrough
+
+
+def test_a_copy_is_the_render_written_again_and_stays_in_the_root(tmp_path: Path) -> None:
+    from artpipe.errors import SaveError
+    from artpipe.save import Rendered, SaveJob, save_one
+
+    data = make_image(300, 200, seed=3)
+    first = save_one(SaveJob(data=data, target=str(tmp_path / "a.jpg"), format="jpeg",
+                             max_size=(100, 100), root=str(tmp_path)))
+    assert first.saved is not None
+    source = Rendered(first.saved.path, first.saved.sha256, "jpeg", False,
+                      first.saved.width, first.saved.height)
+    copy = save_one(SaveJob(data=data, target=str(tmp_path / "Sub" / "b.jpg"), format="jpeg",
+                            max_size=(100, 100), root=str(tmp_path), copy_of=source))
+    assert copy.error is None and copy.saved is not None
+    assert copy.saved == dataclasses.replace(first.saved, path=str(tmp_path / "Sub" / "b.jpg"))
+    assert (tmp_path / "Sub" / "b.jpg").read_bytes() == (tmp_path / "a.jpg").read_bytes()
+    assert copy.mtime_ns == (tmp_path / "Sub" / "b.jpg").stat().st_mtime_ns
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "Link").symlink_to(outside)  # a folder swapped for a link out of the library
+    refused = save_one(SaveJob(data=data, target=str(tmp_path / "Link" / "c.jpg"),
+                               format="jpeg", max_size=(100, 100), root=str(tmp_path),
+                               copy_of=source))
+    assert isinstance(refused.error, SaveError) and refused.saved is None
+    assert list(outside.iterdir()) == []
 
 
 async def test_a_cache_index_that_cannot_commit_fails_no_slot(

@@ -21,6 +21,7 @@ __all__ = [
     "render",
     "sniff",
     "stage_image",
+    "write_bytes",
     "write_image",
 ]
 
@@ -65,6 +66,13 @@ class StagedWrite:
     @property
     def mtime_ns(self) -> int: ...
 
+def write_bytes(
+    data: bytes,
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    stage: bool = False,
+) -> StagedWrite | None: ...
 def commit_writes(writes: list[StagedWrite]) -> list[BaseException | None]: ...
 def decode(
     data: bytes,

@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from artpipe import _core
 from artpipe.errors import ArtpipeError, SaveError
@@ -33,6 +33,8 @@ class Rendered:
     sha256: str
     format: str
     passthrough: bool
+    width: int
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +114,9 @@ def _copy(job: SaveJob) -> tuple[SavedImage | None, _core.StagedWrite | None]:
     """Write the render ``job.copy_of`` already holds to ``job.target``; None: render afresh.
 
     The file is read back and checked against the sha256 it was written with (it may have
-    been changed or removed since), then written through the same atomic, root-confined
-    write: as an upright image of the target format within no size limit, it passes
-    through unrendered (checked to decode, never re-encoded).
+    been changed or removed since); those are the bytes this run rendered and checked, so
+    they are written as they are, through the same atomic, root-confined write, without
+    decoding them again.
     """
     source = job.copy_of
     assert source is not None
@@ -125,10 +127,11 @@ def _copy(job: SaveJob) -> tuple[SavedImage | None, _core.StagedWrite | None]:
         return None, None
     if hashlib.sha256(data).hexdigest() != source.sha256:
         return None, None
-    saved, staged = _write(job, data, max_size=None, format=source.format)
-    if saved.sha256 != source.sha256:  # not passed through after all: never expected
-        return None, None  # (a staged file is removed when it is dropped)
-    return replace(saved, passthrough=source.passthrough), staged
+    staged = _core.write_bytes(data, job.target, root=job.root, stage=job.stage)
+    saved = SavedImage(path=job.target, format=source.format, width=source.width,
+                       height=source.height, bytes=len(data), sha256=source.sha256,
+                       passthrough=source.passthrough)
+    return saved, staged
 
 
 def remove_file(path: str) -> bool:

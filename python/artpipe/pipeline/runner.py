@@ -596,7 +596,8 @@ class ItemRunner:
             outcome = await self._render(job)
             saved = outcome.saved
             if saved is not None:
-                result = Rendered(saved.path, saved.sha256, saved.format, saved.passthrough)
+                result = Rendered(saved.path, saved.sha256, saved.format, saved.passthrough,
+                                  saved.width, saved.height)
             return outcome
         finally:
             mine.set_result(result)
