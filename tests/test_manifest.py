@@ -550,3 +550,11 @@ def test_any_bytes_give_items_or_line_errors_never_a_crash(
     items, errors = collect(manifest, max_line_bytes=64)
     assert all(isinstance(e, ManifestError) and e.line for e in errors)
     assert len(items) + len(errors) <= data.count(b"\n") + 1
+
+
+@given(st.text(max_size=40))
+def test_the_space_and_control_check_is_the_character_rule(text: str) -> None:
+    from artpipe.manifest import _SPACE_OR_CONTROL
+
+    by_char = any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    assert bool(_SPACE_OR_CONTROL.search(text)) == by_char

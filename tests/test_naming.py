@@ -542,3 +542,31 @@ def test_leftover_copies_are_other_extensions_of_the_same_name(tmp_path: Path) -
         tmp_path / "X-poster.webp",
     ]
     assert leftover_copies(tmp_path / "missing" / "X-poster.jpg") == []
+
+
+@pytest.fixture(scope="module")
+def linked_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A library with plain folders, a link inside it, links out of it, and a dangling one."""
+    base = tmp_path_factory.mktemp("tree")
+    root, outside = base / "lib", base / "outside"
+    for folder in ("a/b", "c", "inner"):
+        (root / folder).mkdir(parents=True)
+    (outside / "x").mkdir(parents=True)
+    (root / "a" / "file").write_bytes(b"")
+    (root / "in").symlink_to(root / "inner")
+    (root / "out").symlink_to(outside)
+    (root / "a" / "up").symlink_to("../../outside/x")
+    (root / "dangling").symlink_to(base / "nowhere")
+    return root
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(st.lists(st.sampled_from(["a", "b", "c", "in", "out", "up", "x", "dangling", "file",
+                                 "new", "poster.jpg"]), min_size=1, max_size=5))
+def test_the_walk_below_the_root_resolves_as_realpath_does(
+    linked_tree: Path, parts: list[str]
+) -> None:
+    from artpipe.naming import _real_below
+
+    expected = os.path.realpath(os.path.join(linked_tree, *parts))
+    assert _real_below(str(linked_tree), tuple(parts)) == expected

@@ -29,6 +29,7 @@ loop can ask it without waiting for a worker thread's index write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -70,6 +71,7 @@ CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
 """
 
 
+@functools.lru_cache(maxsize=16384)  # pure, and asked ~6 times per image
 def normalize_url(url: str) -> str:
     """The cache and coalescing key of ``url``.
 
@@ -92,6 +94,7 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
+@functools.lru_cache(maxsize=16384)
 def _key(url: str) -> str:
     """The index key of ``url``: its normalized form, or — when it carries a secret
     (``user:pass@``, ``api_key=``…) — the redacted form plus a SHA-256 of the whole.

@@ -393,11 +393,14 @@ def _url(url: str, field: str) -> str:
     return url
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")  # \s: str.isspace's Unicode spaces
+
+
 def validate_url(url: str) -> str | None:
     """Why ``url`` cannot be fetched (http/https with a host only), or None if it can."""
     if not url:
         return "is empty; give an http(s) URL"
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         return "contains whitespace or control characters; percent-encode them"
     if _not_utf8(url):
         return "holds a lone UTF-16 surrogate (half a character); percent-encode the URL"

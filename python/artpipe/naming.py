@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -394,9 +396,9 @@ def _checked(library: Path, rel: PurePosixPath, what: str, *, folder: bool = Fal
     (a movie file at the top of the library, a tvshow whose path is ".").
     """
     root = os.path.abspath(os.fspath(library))
-    real_root = os.path.realpath(root)
+    real_root = _real_root(root)
     target = os.path.join(root, *rel.parts)
-    real_target = os.path.realpath(target)
+    real_target = _real_below(real_root, rel.parts)
     inside = real_target.startswith(real_root.rstrip(os.sep) + os.sep)
     if not inside and not (folder and real_target == real_root):
         raise UnsafePathError(
@@ -405,3 +407,43 @@ def _checked(library: Path, rel: PurePosixPath, what: str, *, folder: bool = Fal
             path=target,
         )
     return Path(target)
+
+
+_REAL_ROOT_S = 2.0  # how long a resolved library root is reused (planning asks per slot)
+_real_roots: dict[str, tuple[str, float]] = {}
+
+
+def _real_root(root: str) -> str:
+    """``realpath(root)``, reused for a moment: every slot of every item asks for it."""
+    now = time.monotonic()
+    known = _real_roots.get(root)
+    if known is not None and now - known[1] < _REAL_ROOT_S:
+        return known[0]
+    real = os.path.realpath(root)
+    if len(_real_roots) > 64:
+        _real_roots.clear()
+    _real_roots[root] = (real, now)
+    return real
+
+
+def _real_below(real_root: str, parts: tuple[str, ...]) -> str:
+    """``realpath(real_root/parts...)``, walking only the parts below the resolved root.
+
+    The same answer as ``os.path.realpath`` for plain names: one lstat per part until a
+    part is missing (nothing below it can be a link), the full ``realpath`` from the
+    first link on, or for any part that is not a plain name.
+    """
+    if any(part in ("", ".", "..") or os.sep in part for part in parts):
+        return os.path.realpath(os.path.join(real_root, *parts))
+    path = real_root
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return os.path.join(path, *parts[i + 1:])
+        except OSError:
+            return os.path.realpath(os.path.join(path, *parts[i + 1:]))
+        if stat.S_ISLNK(mode):
+            return os.path.realpath(os.path.join(path, *parts[i + 1:]))
+    return path
