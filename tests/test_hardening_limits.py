@@ -277,6 +277,47 @@ async def test_a_waiter_cancelled_in_line_gives_its_place_up() -> None:
         assert budget.used == 10
 
 
+async def test_a_holder_grows_to_a_size_learned_later() -> None:
+    budget = ByteBudget(100)
+    async with budget.hold(0) as held:
+        await held.grow_to(30)
+        assert (held.n, budget.used) == (30, 30)
+        await held.grow_to(10)  # never shrinks by growing
+        assert budget.used == 30
+        await held.grow_to(250)  # larger than the whole budget: admitted, as it is alone
+        assert (held.n, budget.used) == (250, 250)
+    assert budget.used == 0
+    async with budget.hold(0) as late:
+        pass
+    await late.grow_to(50)  # a holder that already ended keeps nothing
+    assert budget.used == 0
+
+
+async def test_downloads_are_not_capped_at_budget_over_max_bytes(srv: ImageServer,
+                                                                 tmp_path: Path) -> None:
+    """Bodies are reserved by their Content-Length once the headers are in, not by the cap
+    before the request: a budget of 3 caps lets 12 small downloads wait on the server."""
+    from tests.support.server import OK
+
+    items = []
+    for n in range(12):
+        srv.add_image(f"/p{n}.jpg")
+        srv.script(f"/p{n}.jpg", then=OK(delay=0.4))
+        items.append({"id": f"m{n}", "type": "movie", "title": f"M{n}",
+                      "path": f"Movies/M{n}/M{n}.mkv", "art": {"poster": srv.url(f"/p{n}.jpg")}})
+    (tmp_path / "lib").mkdir()
+    cap = 64 * 1024
+    async with asyncio.timeout(60):
+        report = await pipeline.run(
+            items, tmp_path / "lib", limits=replace(FAST_LIMITS, max_bytes=cap, concurrency=12,
+                                                    per_host=12),
+            body_budget=3 * cap, item_workers=12, db=tmp_path / "artpipe.db",
+            cache_dir=tmp_path / "cache")
+    assert report.stats.slots["saved"] == 12
+    assert srv.max_in_flight > 3, "downloads waited for whole caps of budget"
+    assert 0 < report.metrics.counter("memory.bodies_peak_bytes") <= 3 * cap
+
+
 async def test_an_item_with_many_extrafanart_urls_holds_bodies_within_the_budget(
     srv: ImageServer, tmp_path: Path
 ) -> None:

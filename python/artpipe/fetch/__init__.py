@@ -9,7 +9,8 @@ and 9, and the limits). One module per layer, from the outside in:
   fetches of one normalized URL with the same validators share one request;
   the run's only coalescing layer), the attempt loop, redirects followed by
   hand, ``FetchResult``; ``SAVE_PHASE`` counts any request made while the save
-  step runs (``http.requests_in_save``).
+  step runs (``http.requests_in_save``); ``BODY_RESERVE`` lets the caller reserve
+  memory for a body by its declared size before it is read.
 - ``limits``: ``FetchLimits``; per-origin admission (``HostGate``: a place in
   the origin's adaptive window, its pause and pace, then a global slot, in
   front of aiohttp's connector, so waiting never counts against a request's
@@ -27,11 +28,12 @@ and 9, and the limits). One module per layer, from the outside in:
 from __future__ import annotations
 
 from artpipe.fetch.body import sniff_image
-from artpipe.fetch.client import SAVE_PHASE, Fetcher, FetchResult
+from artpipe.fetch.client import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchResult
 from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostStats
 from artpipe.fetch.retry import parse_retry_after
 
 __all__ = [
+    "BODY_RESERVE",
     "DEFAULT_LIMITS",
     "SAVE_PHASE",
     "FetchLimits",

@@ -57,6 +57,11 @@ SAVE_PHASE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "artpipe_save_phase", default=False
 )
 """True inside the task that runs the save step; requests made there are counted."""
+BODY_RESERVE: contextvars.ContextVar[Callable[[int], Awaitable[None]] | None] = (
+    contextvars.ContextVar("artpipe_body_reserve", default=None))
+"""Set by a caller that bounds the bytes it holds: awaited with a body's size (its
+Content-Length, or ``max_bytes`` when none is declared) once the headers are in and
+before the body is read, so memory is reserved by what a response really carries."""
 
 _COUNTERS: Final = (
     "http.requests",
@@ -508,6 +513,15 @@ class Fetcher:
                         return _Response(status, resp.headers, None, target)
                     if status not in (200, 203):
                         raise status_failure(url, status, resp.headers, attempt, origin)
+                    reserve = BODY_RESERVE.get()
+                    if reserve is not None:
+                        # An encoded body inflates to more than it declares: up to the cap.
+                        declared = resp.content_length
+                        cap = self.limits.max_bytes
+                        plain = resp.headers.get("Content-Encoding", "").strip().lower() in (
+                            "", "identity")
+                        sized = plain and declared is not None and declared <= cap
+                        await reserve(declared if sized and declared is not None else cap)
                     data, wire = await read_body(url, resp, attempt, self.limits.max_bytes)
                     return _Response(status, resp.headers, data, target)
             except (FetchError, Retryable):

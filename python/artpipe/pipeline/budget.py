@@ -4,9 +4,11 @@ Counting items or slots does not bound memory: one item may list 1,500
 extrafanart URLs (every body held until it is saved), and one 16-bit PNG
 under the pixel limit decodes to over a gigabyte, so eight render workers
 can ask for ten. ``ByteBudget`` is an async byte semaphore that admission
-control waits on before the bytes exist: the runner reserves the body cap
-before a download (shrunk to the real size once the body is in), and the
-decoded size from the header probe before a render. A request larger than
+control waits on before the bytes exist: the runner reserves a body's
+declared size once its headers are in and before it is read (the cap when no
+size is declared or the body is encoded; grown to the real size when the bytes
+came from the cache or another item's download), and the decoded size from the
+header probe before a render. A request larger than
 the whole budget is admitted once nothing else holds any, so it runs alone
 instead of never. Waiters are served in order, so a large request is not
 starved by a stream of small ones.
@@ -28,12 +30,31 @@ class Held:
     def __init__(self, budget: ByteBudget, n: int) -> None:
         self._budget = budget
         self.n = n
+        self.closed = False
 
     def resize(self, n: int) -> None:
         """Keep only ``n`` bytes (the body turned out smaller than the cap)."""
         n = max(0, n)
         if n < self.n:
             self._budget.release(self.n - n)
+            self.n = n
+
+    async def grow_to(self, n: int) -> None:
+        """Hold at least ``n`` bytes, waiting for room (a body whose size is now known).
+
+        A holder that ended meanwhile (its block was left, e.g. cancelled while a shared
+        download carried on) keeps nothing: what was granted is handed back at once.
+        """
+        if n <= self.n or self.closed:
+            return
+        # Ask for the whole amount again rather than the difference: a request larger than
+        # the whole budget is admitted only when nothing is held, this holder included.
+        self._budget.release(self.n)
+        self.n = 0
+        await self._budget.acquire(n)
+        if self.closed:
+            self._budget.release(n)
+        else:
             self.n = n
 
 
@@ -104,4 +125,5 @@ class ByteBudget:
         try:
             yield held
         finally:
+            held.closed = True
             self.release(held.n)

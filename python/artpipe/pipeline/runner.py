@@ -36,7 +36,7 @@ from artpipe.errors import (
     ImageTooComplexError,
     ImageTooLargeError,
 )
-from artpipe.fetch import SAVE_PHASE, Fetcher, FetchLimits, FetchResult
+from artpipe.fetch import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchLimits, FetchResult
 from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
 from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
@@ -107,8 +107,8 @@ class ItemOutcome:
 
 
 
-# Memory bounds (docs in pipeline/budget.py): with the 50 MiB body cap, 1 GiB of bodies
-# still lets 20 downloads run at once; 1 GiB of decoded pixels is one 16-bit RGBA PNG of
+# Memory bounds (docs in pipeline/budget.py): 1 GiB of bodies is 20 bodies at the 50 MiB
+# cap, or thousands of real posters; 1 GiB of decoded pixels is one 16-bit RGBA PNG of
 # 134 MP, or a hundred 4K JPEGs.
 DEFAULT_BODY_BUDGET = 1024 * 1024 * 1024
 DEFAULT_PIXEL_BUDGET = 1024 * 1024 * 1024
@@ -333,14 +333,24 @@ class ItemRunner:
 
     async def _load_and_save(self, item: Item, planned: planner.PlannedSlot,
                              facts: StoreFacts) -> list[SlotResult]:
-        """One slot under the body budget: reserve the body cap before its bytes exist,
-        keep only their real size once loaded, release it when the slot is saved."""
-        carries_bytes = isinstance(planned.source, planner.Web | planner.Cache)
-        cap = self.fetcher.limits.max_bytes if carries_bytes else 0
-        async with self.bodies.hold(cap) as held:
-            with self.metrics.timer("item.download", track="items"):
-                loaded = await self._load(item, planned, facts)
-            held.resize(len(loaded.data) if loaded.data is not None else 0)
+        """One slot under the body budget: its bytes are reserved before they exist (by the
+        declared size once the headers are in: ``fetch.BODY_RESERVE``), kept at their real
+        size once loaded, and released when the slot is saved.
+
+        Reserving the cap before every download would let only budget / cap downloads run
+        at once (1 GiB / 50 MiB = 20, under the default 32) whatever their real sizes.
+        """
+        async with self.bodies.hold(0) as held:
+            reserving = BODY_RESERVE.set(held.grow_to)
+            try:
+                with self.metrics.timer("item.download", track="items"):
+                    loaded = await self._load(item, planned, facts)
+            finally:
+                BODY_RESERVE.reset(reserving)
+            size = len(loaded.data) if loaded.data is not None else 0
+            if size > held.n:  # from the cache, or another item's download: count them now
+                await held.grow_to(size)
+            held.resize(size)
             token = SAVE_PHASE.set(True)  # this slot's task only: others may still fetch
             try:
                 with self.metrics.timer("item.save_to_disk", track="items"):
