@@ -138,7 +138,7 @@ mod _core {
         format: Option<&str>,
         quality: u8,
         max_pixels: u64,
-    ) -> PyResult<(String, &'static str, u32, u32, u64, String, bool)> {
+    ) -> PyResult<SavedTuple> {
         let req = request(max_size, format, quality, max_pixels)?;
         let bytes = data.as_bytes();
         let saved = detached(py, "write_image", || {
@@ -148,7 +148,14 @@ mod _core {
             };
             crate::render::save(bytes, &target, &req)
         })?;
-        Ok((
+        Ok(saved_tuple(saved))
+    }
+
+    /// What `write_image` returns: (path, format, width, height, bytes, sha256, passthrough).
+    type SavedTuple = (String, &'static str, u32, u32, u64, String, bool);
+
+    fn saved_tuple(saved: crate::render::Saved) -> SavedTuple {
+        (
             saved.path.to_string_lossy().into_owned(),
             saved.format.name(),
             saved.width,
@@ -156,7 +163,7 @@ mod _core {
             saved.bytes,
             saved.sha256,
             saved.passthrough,
-        ))
+        )
     }
 
     /// A rendered image waiting beside its target for `commit_writes` (see `write::Staged`).
@@ -166,6 +173,15 @@ mod _core {
         staged: std::sync::Mutex<Option<crate::write::Staged>>,
         #[pyo3(get)]
         mtime_ns: i64,
+    }
+
+    impl StagedWrite {
+        fn new(staged: crate::write::Staged) -> Self {
+            Self {
+                mtime_ns: staged.mtime_ns,
+                staged: std::sync::Mutex::new(Some(staged)),
+            }
+        }
     }
 
     /// `write_image` up to the temp file: rendered, written beside the target, not yet durable
@@ -182,10 +198,7 @@ mod _core {
         format: Option<&str>,
         quality: u8,
         max_pixels: u64,
-    ) -> PyResult<(
-        (String, &'static str, u32, u32, u64, String, bool),
-        StagedWrite,
-    )> {
+    ) -> PyResult<(SavedTuple, StagedWrite)> {
         let req = request(max_size, format, quality, max_pixels)?;
         let bytes = data.as_bytes();
         let (saved, staged) = detached(py, "stage_image", || {
@@ -195,22 +208,7 @@ mod _core {
             };
             crate::render::save_staged(bytes, &target, &req)
         })?;
-        let mtime_ns = staged.mtime_ns;
-        Ok((
-            (
-                saved.path.to_string_lossy().into_owned(),
-                saved.format.name(),
-                saved.width,
-                saved.height,
-                saved.bytes,
-                saved.sha256,
-                saved.passthrough,
-            ),
-            StagedWrite {
-                staged: std::sync::Mutex::new(Some(staged)),
-                mtime_ns,
-            },
-        ))
+        Ok((saved_tuple(saved), StagedWrite::new(staged)))
     }
 
     /// Write bytes that are already a finished image (a copy of a file this run rendered and
@@ -238,10 +236,7 @@ mod _core {
                 crate::write::write_atomic(&target, bytes).map(|()| None)
             }
         })?;
-        Ok(staged.map(|staged| StagedWrite {
-            mtime_ns: staged.mtime_ns,
-            staged: std::sync::Mutex::new(Some(staged)),
-        }))
+        Ok(staged.map(StagedWrite::new))
     }
 
     /// Put staged writes in place, durably, with one sync pass for the batch: for each, None
