@@ -164,3 +164,16 @@ def test_the_run_loop_is_uvloop_when_installed_else_asyncio(
     monkeypatch.setitem(sys.modules, "uvloop", fake)
     cli._run_loop(loop_type())
     assert len(made) == 1 and made[0].is_closed()
+
+
+def test_the_cli_starts_without_loading_the_http_client_or_the_engine() -> None:
+    # `artpipe --help`, `artpipe probe` and a usage error must not wait for aiohttp and the
+    # engine (a quarter of a second and more): they load on the first run.
+    code = ("import sys, artpipe.cli, artpipe.pipeline.options, artpipe.fetch.limits\n"
+            "loaded = [m for m in ('aiohttp', 'artpipe.pipeline.runner', 'artpipe.fetch.client',"
+            " 'artpipe.pipeline.driver') if m in sys.modules]\n"
+            "assert not loaded, loaded\n"
+            "from artpipe.fetch import Fetcher\n"
+            "from artpipe.pipeline import RunReport, cluster\n"
+            "assert 'aiohttp' in sys.modules and cluster.__name__ == 'artpipe.pipeline.cluster'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -27,10 +27,32 @@ and 9, and the limits). One module per layer, from the outside in:
 
 from __future__ import annotations
 
-from artpipe.fetch.body import sniff_image
-from artpipe.fetch.client import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchResult
-from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostStats
-from artpipe.fetch.retry import parse_retry_after
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from artpipe.fetch.body import sniff_image
+    from artpipe.fetch.client import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchResult
+    from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostStats
+    from artpipe.fetch.retry import parse_retry_after
+
+# Loaded on first use: the limits (all the CLI needs to parse its flags) come without
+# aiohttp, which alone is a quarter of a second of every `artpipe --help`.
+_HOME = {
+    "sniff_image": "body", "BODY_RESERVE": "client", "SAVE_PHASE": "client",
+    "Fetcher": "client", "FetchResult": "client", "DEFAULT_LIMITS": "limits",
+    "FetchLimits": "limits", "HostStats": "limits", "parse_retry_after": "retry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'artpipe.fetch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"artpipe.fetch.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BODY_RESERVE",

@@ -17,26 +17,50 @@ in this order:
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
-from artpipe.pipeline import cluster, local
-from artpipe.pipeline.driver import (
-    Driver,
-    Items,
-    ProgressCallback,
-    RunReport,
-    RunStats,
-    StoreSink,
-    check_outputs,
-    iter_items,
-    make_executor,
-    open_driver,
-    pipelined,
-)
 from artpipe.pipeline.options import RunOptions, RunOptionsArgs
-from artpipe.pipeline.runner import ItemOutcome, ItemRunner, ItemSettings, SlotResult
+
+if TYPE_CHECKING:
+    from artpipe.pipeline.driver import (
+        Driver,
+        Items,
+        ProgressCallback,
+        RunReport,
+        RunStats,
+        StoreSink,
+        check_outputs,
+        iter_items,
+        make_executor,
+        open_driver,
+        pipelined,
+    )
+    from artpipe.pipeline.runner import ItemOutcome, ItemRunner, ItemSettings, SlotResult
+
+# The engine (and aiohttp with it) loads on first use: the CLI reads its defaults from
+# ``options`` on every start, and ``artpipe --help`` should not wait for an HTTP client.
+_HOME = {
+    **dict.fromkeys(["Driver", "Items", "ProgressCallback", "RunReport", "RunStats",
+                     "StoreSink", "check_outputs", "iter_items", "make_executor",
+                     "open_driver", "pipelined"], "driver"),
+    **dict.fromkeys(["ItemOutcome", "ItemRunner", "ItemSettings", "SlotResult"], "runner"),
+    "cluster": None, "local": None,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'artpipe.pipeline' has no attribute {name!r}")
+    home = _HOME[name]
+    if home is None:  # a submodule
+        value: Any = importlib.import_module(f"artpipe.pipeline.{name}")
+    else:
+        value = getattr(importlib.import_module(f"artpipe.pipeline.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 async def run(
@@ -54,6 +78,9 @@ async def run(
     shard_retries, extrafanart, movie_sets_folder). ``executor="dask://HOST:PORT"``
     (or a Dask client's executor) runs on that cluster; anything else runs here.
     """
+    from artpipe.pipeline import cluster, local
+    from artpipe.pipeline.driver import check_outputs
+
     opts = RunOptions(library=Path(library), **options)
     check_outputs(items, opts)
     if cluster.wants_cluster(opts.executor):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TypedDict
 
@@ -19,12 +19,31 @@ from artpipe.errors import ArtpipeError
 from artpipe.fetch import DEFAULT_LIMITS, FetchLimits
 from artpipe.models import ExtrafanartStyle, Layout
 from artpipe.naming import path_problem
-from artpipe.pipeline.runner import DEFAULT_BODY_BUDGET, DEFAULT_PIXEL_BUDGET, ItemSettings
 from artpipe.redact import DEFAULT_SECRET_PARAMS
 
 DEFAULT_CONCURRENCY: Final = DEFAULT_LIMITS.concurrency
 DEFAULT_PER_HOST: Final = DEFAULT_LIMITS.per_host
 DEFAULT_EXECUTOR: Final = "thread"
+# Memory bounds (docs in pipeline/budget.py): 1 GiB of bodies is 20 bodies at the 50 MiB
+# cap, or thousands of real posters; 1 GiB of decoded pixels is one 16-bit RGBA PNG of
+# 134 MP, or a hundred 4K JPEGs.
+DEFAULT_BODY_BUDGET = 1024 * 1024 * 1024
+DEFAULT_PIXEL_BUDGET = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSettings:
+    """How items are saved and planned: the run options every item runner shares."""
+
+    originals: bool = False
+    refresh: bool = False
+    quality: int = 90
+    layout: Layout = field(default_factory=Layout)  # extrafanart style, movie sets folder
+    keep_changed: bool = False  # keep files changed outside artpipe (docs/changed-files.md)
+    body_budget: int = DEFAULT_BODY_BUDGET  # bytes of downloaded bodies held until saved
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # decoded pixel bytes of the renders in flight
+
+
 DEFAULT_QUALITY: Final = ItemSettings().quality
 DEFAULT_BATCH_SIZE: Final = 64
 DEFAULT_CACHE_BYTES: Final = DEFAULT_MAX_BYTES

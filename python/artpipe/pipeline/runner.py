@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,10 @@ from artpipe.errors import (
 from artpipe.fetch import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchLimits, FetchResult
 from artpipe.image import decoded_bytes
 from artpipe.metrics import Metrics
-from artpipe.models import ArtSlot, ArtType, Item, Layout, SlotProblem, SlotStatus
+from artpipe.models import ArtSlot, ArtType, Item, SlotProblem, SlotStatus
 from artpipe.pipeline.budget import ByteBudget
 from artpipe.pipeline.claims import Claims
+from artpipe.pipeline.options import ItemSettings
 from artpipe.save import (
     Rendered,
     SaveJob,
@@ -107,26 +108,7 @@ class ItemOutcome:
 
 
 
-# Memory bounds (docs in pipeline/budget.py): 1 GiB of bodies is 20 bodies at the 50 MiB
-# cap, or thousands of real posters; 1 GiB of decoded pixels is one 16-bit RGBA PNG of
-# 134 MP, or a hundred 4K JPEGs.
-DEFAULT_BODY_BUDGET = 1024 * 1024 * 1024
-DEFAULT_PIXEL_BUDGET = 1024 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ItemSettings:
-    """How items are saved and planned: the run options every item runner shares."""
-
-    originals: bool = False
-    refresh: bool = False
-    quality: int = 90
-    layout: Layout = field(default_factory=Layout)  # extrafanart style, movie sets folder
-    keep_changed: bool = False  # keep files changed outside artpipe (docs/changed-files.md)
-    body_budget: int = DEFAULT_BODY_BUDGET  # bytes of downloaded bodies held until saved
-    pixel_budget: int = DEFAULT_PIXEL_BUDGET  # decoded pixel bytes of the renders in flight
-
-
+_DEFAULT_SETTINGS = ItemSettings()
 RowsFor = Callable[[str], dict[tuple[str, int], ArtworkRow]]
 # The report's note on a slot whose file was changed outside artpipe (docs/changed-files.md).
 REPLACED_CHANGED = "replaced a file changed outside artpipe"
@@ -230,7 +212,7 @@ class ItemRunner:
         executor: Executor,
         metrics: Metrics,
         rows_for: RowsFor,
-        settings: ItemSettings = ItemSettings(),  # frozen, safe to share
+        settings: ItemSettings = _DEFAULT_SETTINGS,  # frozen, safe to share
     ) -> None:
         self.library = library
         self.fetcher = fetcher
