@@ -402,3 +402,46 @@ async def test_a_refused_url_is_not_fetched_again_until_it_changes_or_refresh(
     fixed = await run("/fixed.jpg")
     assert fixed["poster"]["status"] == "saved"
     assert fixed["fanart"]["status"] == "failed"  # the same URL: refused until --refresh
+
+
+async def test_a_body_read_from_the_cache_is_reserved_before_it_is_read(
+    srv: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun restoring deleted files reads bodies from the cache: each read waits for
+    room in the body budget first, as a download does, so 1,500 cached extrafanarts are
+    not all read into memory at once."""
+    from artpipe.cache import Cache
+    from artpipe.pipeline import budget as budget_module
+
+    budgets: list[ByteBudget] = []
+    real_init = budget_module.ByteBudget.__init__
+
+    def remember(self: ByteBudget, capacity: int, name: str = "bytes") -> None:
+        real_init(self, capacity, name)
+        budgets.append(self)
+
+    monkeypatch.setattr(budget_module.ByteBudget, "__init__", remember)
+    srv.add_image("/p.jpg")
+    items = [{"id": "m", "type": "movie", "title": "M", "path": "Movies/M/M.mkv",
+              "art": {"poster": srv.url("/p.jpg")}}]
+    library = tmp_path / "lib"
+    library.mkdir()
+    cap = 64 * 1024
+    options: dict[str, Any] = {"limits": replace(FAST_LIMITS, max_bytes=cap),
+                               "body_budget": 4 * cap, "db": tmp_path / "artpipe.db",
+                               "cache_dir": tmp_path / "cache"}
+    assert (await pipeline.run(items, library, **options)).exit_code == 0
+    (library / "Movies" / "M" / "M-poster.jpg").unlink()
+    held_at_read: list[int] = []
+    real_read = Cache.read
+
+    def read(self: Cache, url: str) -> bytes | None:
+        bodies = [b for b in budgets if b.name == "downloaded bytes"][-1]  # the rerun's
+        held_at_read.append(bodies.used)
+        return real_read(self, url)
+
+    monkeypatch.setattr(Cache, "read", read)
+    srv.reset_counters()
+    report = await pipeline.run(items, library, **options)
+    assert report.exit_code == 0 and srv.hits() == 0  # restored from the cache
+    assert held_at_read and all(n >= cap for n in held_at_read), held_at_read

@@ -462,7 +462,14 @@ class ItemRunner:
             self.metrics.count("cache.errors")  # the bytes are in hand; only reuse is lost
 
     async def _from_cache(self, planned: planner.PlannedSlot, url: str) -> _Loaded | None:
-        """The cached original with its validators, or None (missing, corrupt, unreadable)."""
+        """The cached original with its validators, or None (missing, corrupt, unreadable).
+
+        The body cap is reserved before the read (its size is not known until then): an
+        item with 1,500 cached extrafanarts must not read them all into memory at once.
+        """
+        reserve = BODY_RESERVE.get()
+        if reserve is not None:
+            await reserve(self.fetcher.limits.max_bytes)
 
         def read() -> _Loaded | None:
             data = self.cache.read(url)
