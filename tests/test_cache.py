@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from artpipe.cache import Cache, normalize_url
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 
@@ -303,3 +303,25 @@ def test_blob_folders_removed_behind_its_back_are_made_again(tmp_path: Path) -> 
     assert cache.read("http://a/2.jpg") == b"one"
     assert not list(first.path.parent.glob(".tmp-*"))
     cache.close()
+
+
+_URL_PIECES = st.sampled_from(["http", "https", "HTTP", "://", "a", "B", ".", "-", ":", "80",
+                               "443", "8080", "/", "?", "#", "@", "x", "%20", " ", "\t", "é",
+                               "[", "]", "=", "&", "0"])
+
+
+@given(st.lists(_URL_PIECES, max_size=14).map("".join))
+@example("/?")  # an empty query: the parse drops the "?"
+@example("/x ")  # trailing space: stripped
+@example(":443/x")  # https's default port: dropped
+@example("/x#frag")
+@example("/x?a=1&b")
+def test_the_normal_form_shortcut_agrees_with_the_parse(text: str) -> None:
+    from artpipe.cache import _normalized
+
+    for url in (text, "http://" + text, "https://a.b" + text, "http://h:80/" + text):
+        try:
+            parsed = _normalized(url)
+        except ValueError:
+            continue  # an invalid port or IPv6 literal: the parse refuses it, and so must the key
+        assert normalize_url(url) == parsed, url

@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -71,6 +72,11 @@ CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
 """
 
 
+# A URL already in normal form: lower-case http(s) scheme and ASCII host, no user info, no
+# default port, a path, no fragment, and no empty query ("?" at the end is dropped).
+_NORMAL = re.compile(r"(https?)://[a-z0-9.-]+(?::(\d+))?/[^#\s\x00-\x1f\x7f]*(?<!\?)")
+
+
 @functools.lru_cache(maxsize=16384)  # pure, and asked ~6 times per image
 def normalize_url(url: str) -> str:
     """The cache and coalescing key of ``url``.
@@ -79,6 +85,13 @@ def normalize_url(url: str) -> str:
     fragment, and gives an empty path a "/". Path and query are kept as they
     are: servers may treat them case-sensitively.
     """
+    normal = _NORMAL.fullmatch(url)
+    if normal is not None and normal[2] != _DEFAULT_PORTS[normal[1]]:
+        return url  # what ``_normalized`` would give back, without parsing (most URLs)
+    return _normalized(url)
+
+
+def _normalized(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     netloc = parts.netloc

@@ -576,7 +576,11 @@ def host_problem(url: URL) -> str | None:
     or the resolver (IDNA encode) raises ``UnicodeError``; checked before every
     hop touches either, so such a host fails its slot instead of the run.
     """
-    host = url.raw_host or ""
+    return _host_name_problem(url.raw_host or "")
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every hop; a run talks to few hosts
+def _host_name_problem(host: str) -> str | None:
     try:
         host.encode("idna").decode("idna")
     except UnicodeError as exc:
