@@ -473,10 +473,36 @@ fn devices(slots: &[CoreResult<Staged>]) -> Vec<(u64, usize)> {
 #[cfg(target_os = "linux")]
 const SYNCFS_TRUSTED: [i128; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
 
+/// Whether this kernel's `syncfs` reports write-back errors: only since Linux 5.8 (before,
+/// it returned 0 even when the data never reached the disk, and a file that failed to
+/// write would be renamed over a good one as if durable).
+#[cfg(target_os = "linux")]
+fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| kernel_at_least(&release, (5, 8)))
+            .unwrap_or(false)
+    })
+}
+
+/// `Some(release >= (major, minor))` for a release such as "6.1.0-18-amd64", or None.
+#[cfg(target_os = "linux")]
+fn kernel_at_least(release: &str, wanted: (u32, u32)) -> Option<bool> {
+    let mut numbers = release.trim().split(['.', '-']);
+    let major = numbers.next()?.parse::<u32>().ok()?;
+    let minor = numbers.next()?.parse::<u32>().ok()?;
+    Some((major, minor) >= wanted)
+}
+
 /// One `syncfs` per filesystem; false where one failed or is not trusted (see above), and
 /// the caller flushes file by file.
 #[cfg(target_os = "linux")]
 fn sync_filesystems(slots: &[CoreResult<Staged>]) -> bool {
+    if !syncfs_reports_errors() {
+        return false;
+    }
     let found = devices(slots);
     let trusted = |staged: &Staged| {
         rustix::fs::fstatfs(&staged.dir)
@@ -595,6 +621,17 @@ mod tests {
             assert_eq!(fs::read(t).unwrap(), format!("image {n}").as_bytes());
             assert!(leftovers(t.parent().unwrap()).is_empty());
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert_eq!(kernel_at_least("6.1.0-18-amd64", (5, 8)), Some(true));
+        assert_eq!(kernel_at_least("5.8.0", (5, 8)), Some(true));
+        assert_eq!(kernel_at_least("5.4.0-150-generic\n", (5, 8)), Some(false));
+        assert_eq!(kernel_at_least("4.4.302+", (5, 8)), Some(false));
+        assert_eq!(kernel_at_least("5.10.0-rt", (5, 8)), Some(true));
+        assert_eq!(kernel_at_least("garbage", (5, 8)), None);
     }
 
     #[test]

@@ -445,3 +445,44 @@ async def test_a_body_read_from_the_cache_is_reserved_before_it_is_read(
     report = await pipeline.run(items, library, **options)
     assert report.exit_code == 0 and srv.hits() == 0  # restored from the cache
     assert held_at_read and all(n >= cap for n in held_at_read), held_at_read
+
+
+async def test_no_request_waits_for_a_connection_while_holding_body_memory(
+    srv: ImageServer,
+) -> None:
+    """A slot holding memory (a cache read that missed) must let it go before it waits for
+    a connection: else the request holding the only connection, waiting for that memory
+    to read its body, and the slot, waiting for the connection, wait for each other."""
+    from artpipe.fetch import BODY_RESERVE, Fetcher
+
+    srv.add_image("/a.jpg")
+    srv.add_image("/b.jpg")
+    cap = 64 * 1024
+    budget = ByteBudget(cap)
+    limits = replace(FAST_LIMITS, max_bytes=cap, concurrency=1, per_host=1)
+
+    async def fetch_holding(fetcher: Fetcher, url: str, held_bytes: int) -> bytes | None:
+        async with budget.hold(held_bytes) as held:
+            BODY_RESERVE.set(held)  # this task's context only
+            if held_bytes:
+                await b_waits.wait()
+            result = await fetcher.fetch(url)
+            return result.data
+
+    b_waits = asyncio.Event()
+    async with Fetcher(limits) as fetcher:
+        real_grow = budget.acquire
+
+        async def acquire(n: int) -> None:
+            if budget.used:  # B, in the only connection, now waits for A's memory
+                b_waits.set()
+            await real_grow(n)
+
+        budget.acquire = acquire  # type: ignore[method-assign]
+        async with asyncio.timeout(20):
+            a = asyncio.ensure_future(fetch_holding(fetcher, srv.url("/a.jpg"), cap))
+            await asyncio.sleep(0)  # A holds the whole budget before B starts
+            b = asyncio.ensure_future(fetch_holding(fetcher, srv.url("/b.jpg"), 0))
+            assert (await a) == srv.image("/a.jpg")
+            assert (await b) == srv.image("/b.jpg")
+    assert budget.used == 0

@@ -608,3 +608,41 @@ async def test_no_write_into_a_folder_starts_before_its_sweep_ends(
     writes = [(t, d) for t, what, d in events if what == "write"]
     assert len(writes) == 3
     assert all(t > swept[d] for t, d in writes), events
+
+
+async def test_staged_files_waiting_for_their_commit_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each staged file holds two descriptors until its commit; a slow disk must not let
+    # thousands pile up (too many open files), so at most _STAGED wait at once.
+    import threading
+    import time
+
+    from artpipe import _core, save
+    from artpipe.pipeline import runner
+
+    monkeypatch.setattr(runner, "_STAGED", 3)
+    commit_writes = _core.commit_writes
+
+    def slow_disk(writes: list[Any]) -> list[Any]:
+        time.sleep(0.05)
+        return commit_writes(writes)
+
+    monkeypatch.setattr(_core, "commit_writes", slow_disk)
+    most, lock = [0], threading.Lock()
+    stage_image = save.stage_image
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = stage_image(*args, **kwargs)
+        with lock:
+            most[0] = max(most[0], len(list(tmp_path.rglob("*.artpipe-tmp"))))
+        return out
+
+    monkeypatch.setattr(save, "stage_image", counted)
+    async with ImageServer() as srv:
+        items = [{"id": f"tt{n}", "type": "movie", "path": f"Movies/M{n}/M{n}.mkv",
+                  "art": {"extrafanart": [srv.url(f"/m{n}/x{i}.jpg") for i in range(6)]}}
+                 for n in range(4)]
+        report = await run(items, tmp_path)
+    assert report.exit_code == 0 and report.summary()["saved"] == 24
+    assert 0 < most[0] <= 3, most[0]

@@ -59,22 +59,32 @@ class GroupCommitter:
         self._thread.join()
 
     def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
+        while True:
+            batch, stopping = self._next_batch()
+            if batch:
+                self._commit(batch)
+            # Hold no staged write while waiting: one whose waiter gave up must remove its
+            # temp file now, not when the next write arrives.
+            del batch
+            if stopping:
                 return
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._commit(batch)
+
+    def _next_batch(self) -> tuple[list[tuple[_core.StagedWrite, Future[None]]], bool]:
+        """Every write waiting (up to ``_MAX_BATCH``), blocking for the first; and whether
+        ``close`` asked the thread to stop after them."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
 
     @staticmethod
     def _commit(batch: list[tuple[_core.StagedWrite, Future[None]]]) -> None:

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from artpipe.fetch.body import sniff_image
-    from artpipe.fetch.client import BODY_RESERVE, SAVE_PHASE, Fetcher, FetchResult
+    from artpipe.fetch.client import (
+        BODY_RESERVE,
+        SAVE_PHASE,
+        BodyReservation,
+        Fetcher,
+        FetchResult,
+    )
     from artpipe.fetch.limits import DEFAULT_LIMITS, FetchLimits, HostStats
     from artpipe.fetch.retry import parse_retry_after
 
@@ -40,7 +46,8 @@ if TYPE_CHECKING:
 # aiohttp, which alone is a quarter of a second of every `artpipe --help`.
 _HOME = {
     "sniff_image": "body", "BODY_RESERVE": "client", "SAVE_PHASE": "client",
-    "Fetcher": "client", "FetchResult": "client", "DEFAULT_LIMITS": "limits",
+    "Fetcher": "client", "FetchResult": "client", "BodyReservation": "client",
+    "DEFAULT_LIMITS": "limits",
     "FetchLimits": "limits", "HostStats": "limits", "parse_retry_after": "retry",
 }
 
@@ -54,10 +61,15 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
+
 __all__ = [
     "BODY_RESERVE",
     "DEFAULT_LIMITS",
     "SAVE_PHASE",
+    "BodyReservation",
     "FetchLimits",
     "FetchResult",
     "Fetcher",

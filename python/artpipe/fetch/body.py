@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -19,6 +20,9 @@ from artpipe import _core
 from artpipe.errors import FetchError, NotAnImageError, ResponseTooLargeError
 from artpipe.fetch.messages import fetch_failure
 from artpipe.fetch.retry import Retryable
+
+if TYPE_CHECKING:
+    from artpipe.fetch.client import BodyReservation
 
 _SNIFF_BYTES = 12  # enough for every signature the sniff knows (WebP needs 12)
 
@@ -77,9 +81,15 @@ class Inflater:
 
 
 async def read_body(
-    url: str, resp: aiohttp.ClientResponse, attempt: int, cap: int
+    url: str, resp: aiohttp.ClientResponse, attempt: int, cap: int,
+    reservation: BodyReservation | None = None,
 ) -> tuple[bytes, int]:
-    """The body (inflated) and its size on the wire, stopping at ``cap`` bytes either way."""
+    """The body (inflated) and its size on the wire, stopping at ``cap`` bytes either way.
+
+    ``reservation`` is grown to what the body may hold once the headers pass their checks
+    and before any of it is read: its Content-Length, or the cap when none is declared or
+    the body is compressed (it inflates to more than it declares).
+    """
     status = resp.status
     declared = resp.content_length
     if declared is not None and declared > cap:
@@ -94,6 +104,9 @@ async def read_body(
     elif encoding not in ("identity", ""):
         raise fetch_failure(FetchError, url, f"unsupported Content-Encoding {encoding!r}",
                             "ask the site to serve it plain", status=status, attempt=attempt)
+    if reservation is not None:
+        await reservation.grow_to(declared if inflater is None and declared is not None
+                                  else cap)
     parts: list[bytes] = []
     wire = 0
     sniffed = False

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -57,11 +57,21 @@ SAVE_PHASE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "artpipe_save_phase", default=False
 )
 """True inside the task that runs the save step; requests made there are counted."""
-BODY_RESERVE: contextvars.ContextVar[Callable[[int], Awaitable[None]] | None] = (
-    contextvars.ContextVar("artpipe_body_reserve", default=None))
-"""Set by a caller that bounds the bytes it holds: awaited with a body's size (its
-Content-Length, or ``max_bytes`` when none is declared) once the headers are in and
-before the body is read, so memory is reserved by what a response really carries."""
+class BodyReservation(Protocol):
+    """Memory a caller holds for the body it is waiting for (``pipeline.budget.Held``)."""
+
+    async def grow_to(self, n: int) -> None: ...
+
+    def drop(self) -> None: ...
+
+
+BODY_RESERVE: contextvars.ContextVar[BodyReservation | None] = contextvars.ContextVar(
+    "artpipe_body_reserve", default=None)
+"""Set by a caller that bounds the bytes it holds. A request drops the reservation before
+it waits for a connection slot, and grows it to the body's size (its Content-Length, or
+``max_bytes`` when none is declared or the body is compressed) once the headers passed
+their checks, before the body is read; a failed attempt drops it again. So no request
+ever waits for a slot while holding memory, nor holds memory while it sleeps to retry."""
 
 _COUNTERS: Final = (
     "http.requests",
@@ -477,6 +487,9 @@ class Fetcher:
     ) -> _Response:
         """One network request, holding one global and one origin slot (one frame: cheap)."""
         origin = origin_of(target)
+        reservation = BODY_RESERVE.get()
+        if reservation is not None:
+            reservation.drop()  # never wait for a slot while holding memory (a deadlock)
         waited_ns = time.perf_counter_ns()
         ticket = await self._gate.acquire(origin)
         waited_ms = (time.perf_counter_ns() - waited_ns) / 1e6
@@ -513,16 +526,8 @@ class Fetcher:
                         return _Response(status, resp.headers, None, target)
                     if status not in (200, 203):
                         raise status_failure(url, status, resp.headers, attempt, origin)
-                    reserve = BODY_RESERVE.get()
-                    if reserve is not None:
-                        # An encoded body inflates to more than it declares: up to the cap.
-                        declared = resp.content_length
-                        cap = self.limits.max_bytes
-                        plain = resp.headers.get("Content-Encoding", "").strip().lower() in (
-                            "", "identity")
-                        sized = plain and declared is not None and declared <= cap
-                        await reserve(declared if sized and declared is not None else cap)
-                    data, wire = await read_body(url, resp, attempt, self.limits.max_bytes)
+                    data, wire = await read_body(url, resp, attempt, self.limits.max_bytes,
+                                                 reservation)
                     return _Response(status, resp.headers, data, target)
             except (FetchError, Retryable):
                 raise
@@ -555,6 +560,10 @@ class Fetcher:
                     if status in THROTTLE_STATUSES:  # when a host pushed back, for the
                         self.metrics.record("fetch.throttled", elapsed_ms,  # report's timeline
                                             start_ns=start_ns, track="fetch")
+        except BaseException:
+            if reservation is not None:
+                reservation.drop()  # a retry sleeps, and waits for a slot, holding nothing
+            raise
         finally:
             self._gate.release(ticket)
 

@@ -47,7 +47,7 @@ _HOME = {
                      "StoreSink", "check_outputs", "iter_items", "make_executor",
                      "open_driver", "pipelined"], "driver"),
     **dict.fromkeys(["ItemOutcome", "ItemRunner", "ItemSettings", "SlotResult"], "runner"),
-    "cluster": None, "local": None,
+    **dict.fromkeys(["budget", "claims", "cluster", "driver", "local", "options", "runner"]),
 }
 
 
@@ -61,6 +61,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f"artpipe.pipeline.{home}"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
 
 
 async def run(

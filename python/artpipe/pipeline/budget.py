@@ -39,6 +39,11 @@ class Held:
             self._budget.release(self.n - n)
             self.n = n
 
+    def drop(self) -> None:
+        """Hold nothing for now (a request about to wait for a connection, or to retry)."""
+        if not self.closed:
+            self.resize(0)
+
     async def grow_to(self, n: int) -> None:
         """Hold at least ``n`` bytes, waiting for room (a body whose size is now known).
 
