@@ -36,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+PNG_ARTS: tuple[str, ...] = ("clearlogo",)  # arts saved as PNG (bench_throughput adds more)
 LIMITS = {"poster": (1000, 1500), "fanart": (1920, 1080), "extrafanart": (1920, 1080),
           "banner": (1000, 185), "landscape": (1920, 1080), "clearlogo": (800, 310)}
 
@@ -121,6 +122,7 @@ def scenario(base: str, movies: int) -> list[dict[str, Any]]:
 
 
 def jobs_of(item: dict[str, Any], library: Path) -> list[tuple[str, str, Path]]:
+    """(art, URL, target) of every slot of ``item``, as the seed's designs name them."""
     stem = Path(item["path"]).stem
     folder = library / Path(item["path"]).parent
     out = []
@@ -128,7 +130,7 @@ def jobs_of(item: dict[str, Any], library: Path) -> list[tuple[str, str, Path]]:
         urls = value if isinstance(value, list) else [value]
         for i, url in enumerate(urls, start=1):
             name = f"{stem}-fanart{i}" if art == "extrafanart" else f"{stem}-{art}"
-            ext = ".png" if art == "clearlogo" else ".jpg"
+            ext = ".png" if art in PNG_ARTS else ".jpg"
             out.append((art, url, folder / (name + ext)))
     return out
 

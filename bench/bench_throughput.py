@@ -51,6 +51,7 @@ from bench_fetch import start_server  # noqa: E402
 
 EXTRA: dict[str, Any] = {}
 PNG_ARTS = ("clearlogo", "clearart", "discart", "characterart")
+bench_pipeline.PNG_ARTS = PNG_ARTS  # the seed's designs save these as PNG too
 bench_pipeline.LIMITS.update({"clearart": (1000, 562), "discart": (1000, 1000),
                               "characterart": (512, 512), "keyart": (1920, 1080),
                               "thumb": (1920, 1080)})
@@ -165,23 +166,10 @@ def movie_items(bases: list[str], movies: int) -> list[dict[str, Any]]:
     return items
 
 
-def jobs_of(item: dict[str, Any], library: Path) -> list[tuple[str, str, Path]]:
-    stem = Path(item["path"]).stem
-    folder = library / Path(item["path"]).parent
-    out = []
-    for art, value in item["art"].items():
-        urls = value if isinstance(value, list) else [value]
-        for i, url in enumerate(urls, start=1):
-            name = f"{stem}-fanart{i}" if art == "extrafanart" else f"{stem}-{art}"
-            out.append((art, url, folder / (name + (".png" if art in PNG_ARTS else ".jpg"))))
-    return out
-
-
 def bench_movies(scratch: Path, movies: int, latency: float,
                  skip: list[str]) -> list[dict[str, Any]]:
     art = scratch / "art"
     bench_pipeline.make_art(art)
-    bench_pipeline.jobs_of = jobs_of  # the baselines save every slot, PNG arts as PNG
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
     servers = [ctx.Process(target=bench_pipeline.serve, args=(str(art), latency, ports),
@@ -191,8 +179,8 @@ def bench_movies(scratch: Path, movies: int, latency: float,
     try:
         bases = [f"http://127.0.0.1:{ports.get(timeout=60)}" for _ in servers]
         items = movie_items(bases, movies)
-        slots = sum(len(jobs_of(i, Path("."))) for i in items)
-        distinct = len({u for i in items for _, u, _ in jobs_of(i, Path("."))})
+        slots = sum(len(bench_pipeline.jobs_of(i, Path("."))) for i in items)
+        distinct = len({u for i in items for _, u, _ in bench_pipeline.jobs_of(i, Path("."))})
         print(f"(b) {movies} movies, {slots} slots, {distinct} distinct URLs, "
               f"{latency * 1000:.0f} ms latency", flush=True)
         runners: dict[str, Callable[[Path], Any]] = {
