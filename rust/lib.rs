@@ -124,11 +124,13 @@ mod _core {
         })
     }
 
-    /// Render and write atomically: (path, format, width, height, bytes, sha256, passthrough).
-    /// With `root`, no folder below it is followed if it is a link (see `write.rs`).
+    /// Render and write atomically: (path, format, width, height, bytes, sha256, passthrough),
+    /// and None. With `root`, no folder below it is followed if it is a link (see `write.rs`).
+    /// With `stage`, the write stops at the temp file beside the target (not yet durable or
+    /// in place) and the `StagedWrite` for `commit_writes` comes instead of None.
     #[pyfunction]
-    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000, stage=false))]
+    #[allow(clippy::too_many_arguments)]
     fn write_image(
         py: Python<'_>,
         data: &Bound<'_, PyBytes>,
@@ -138,17 +140,22 @@ mod _core {
         format: Option<&str>,
         quality: u8,
         max_pixels: u64,
-    ) -> PyResult<SavedTuple> {
+        stage: bool,
+    ) -> PyResult<(SavedTuple, Option<StagedWrite>)> {
         let req = request(max_size, format, quality, max_pixels)?;
         let bytes = data.as_bytes();
-        let saved = detached(py, "write_image", || {
+        let (saved, staged) = detached(py, "write_image", || {
             let target = crate::write::Target {
                 path: &path,
                 root: root.as_deref(),
             };
-            crate::render::save(bytes, &target, &req)
+            if stage {
+                crate::render::save_staged(bytes, &target, &req).map(|(s, w)| (s, Some(w)))
+            } else {
+                crate::render::save(bytes, &target, &req).map(|s| (s, None))
+            }
         })?;
-        Ok(saved_tuple(saved))
+        Ok((saved_tuple(saved), staged.map(StagedWrite::new)))
     }
 
     /// What `write_image` returns: (path, format, width, height, bytes, sha256, passthrough).
@@ -182,33 +189,6 @@ mod _core {
                 staged: std::sync::Mutex::new(Some(staged)),
             }
         }
-    }
-
-    /// `write_image` up to the temp file: rendered, written beside the target, not yet durable
-    /// or in place. Returns the same tuple as `write_image`, and the `StagedWrite`.
-    #[pyfunction]
-    #[pyo3(signature = (data, path, *, root=None, max_size=None, format=None, quality=90, max_pixels=100_000_000))]
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    fn stage_image(
-        py: Python<'_>,
-        data: &Bound<'_, PyBytes>,
-        path: PathBuf,
-        root: Option<PathBuf>,
-        max_size: Option<(u32, u32)>,
-        format: Option<&str>,
-        quality: u8,
-        max_pixels: u64,
-    ) -> PyResult<(SavedTuple, StagedWrite)> {
-        let req = request(max_size, format, quality, max_pixels)?;
-        let bytes = data.as_bytes();
-        let (saved, staged) = detached(py, "stage_image", || {
-            let target = crate::write::Target {
-                path: &path,
-                root: root.as_deref(),
-            };
-            crate::render::save_staged(bytes, &target, &req)
-        })?;
-        Ok((saved_tuple(saved), StagedWrite::new(staged)))
     }
 
     /// Write bytes that are already a finished image (a copy of a file this run rendered and

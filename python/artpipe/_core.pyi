@@ -20,7 +20,6 @@ __all__ = [
     "probe",
     "render",
     "sniff",
-    "stage_image",
     "write_bytes",
     "write_image",
 ]
@@ -50,17 +49,8 @@ def write_image(
     format: str | None = None,
     quality: int = 90,
     max_pixels: int = 100_000_000,
-) -> tuple[str, str, int, int, int, str, bool]: ...
-def stage_image(
-    data: bytes,
-    path: str | os.PathLike[str],
-    *,
-    root: str | os.PathLike[str] | None = None,
-    max_size: tuple[int, int] | None = None,
-    format: str | None = None,
-    quality: int = 90,
-    max_pixels: int = 100_000_000,
-) -> tuple[tuple[str, str, int, int, int, str, bool], StagedWrite]: ...
+    stage: bool = False,
+) -> tuple[tuple[str, str, int, int, int, str, bool], StagedWrite | None]: ...
 @final
 class StagedWrite:
     @property

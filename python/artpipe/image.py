@@ -217,10 +217,8 @@ def write_image(
     ``SaveError`` and nothing is written outside ``root``. With ``root``, missing folders
     below it are created (none above it); ``root`` itself may be a link.
     """
-    return _saved(_core.write_image(
-        _data(data), _fs_path("path", path), root=None if root is None else _fs_path("root", root),
-        max_size=_max_size(max_size), format=_format(format), quality=_quality(quality),
-        max_pixels=_max_pixels(max_pixels)))
+    saved, _ = _write(data, path, root, max_size, format, quality, max_pixels, stage=False)
+    return saved
 
 
 def stage_image(
@@ -239,17 +237,29 @@ def stage_image(
     many files; until then the target is untouched, and a staged write that is dropped
     removes its temp file.
     """
-    result, staged = _core.stage_image(
+    saved, staged = _write(data, path, root, max_size, format, quality, max_pixels, stage=True)
+    assert staged is not None
+    return saved, staged
+
+
+def _write(
+    data: BytesLike,
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None,
+    max_size: tuple[int, int] | None,
+    format: str | None,
+    quality: int,
+    max_pixels: int,
+    *,
+    stage: bool,
+) -> tuple[SavedImage, _core.StagedWrite | None]:
+    result, staged = _core.write_image(
         _data(data), _fs_path("path", path), root=None if root is None else _fs_path("root", root),
         max_size=_max_size(max_size), format=_format(format), quality=_quality(quality),
-        max_pixels=_max_pixels(max_pixels))
-    return _saved(result), staged
-
-
-def _saved(result: tuple[str, str, int, int, int, str, bool]) -> SavedImage:
+        max_pixels=_max_pixels(max_pixels), stage=stage)
     out_path, out_format, width, height, size, sha256, passthrough = result
     return SavedImage(path=out_path, format=out_format, width=width, height=height, bytes=size,
-                      sha256=sha256, passthrough=passthrough)
+                      sha256=sha256, passthrough=passthrough), staged
 
 
 def decode(

@@ -608,18 +608,12 @@ class ItemRunner:
                 del self._renders[key]
 
     async def _render(self, job: SaveJob) -> SaveOutcome:
-        """Render under the decoded-bytes budget: the pixels' size is known from the header,
-        so huge images wait for room instead of all decoding at once."""
+        """Render and write ``job``; in this process, staged and then group-committed."""
         if self._committer is None:
-            async with self.pixels.hold(decoded_bytes(job.data)):
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self.executor, save_one, job)
+            return await self._save_one(job)
         # A staged file holds two descriptors until its commit: at most _STAGED of them.
         async with self._staged:
-            async with self.pixels.hold(decoded_bytes(job.data)):
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(self.executor, save_one,
-                                                     replace(job, stage=True))
+            outcome = await self._save_one(replace(job, stage=True))
             if outcome.staged is None:
                 return outcome
             # In place and durable together with the other files staged meanwhile (commit.py).
@@ -628,6 +622,13 @@ class ItemRunner:
             except ArtpipeError as exc:
                 return replace(outcome, saved=None, error=exc, mtime_ns=None, staged=None)
             return replace(outcome, staged=None)
+
+    async def _save_one(self, job: SaveJob) -> SaveOutcome:
+        """``save_one`` under the decoded-bytes budget: the pixels' size is known from the
+        header, so huge images wait for room instead of all decoding at once."""
+        async with self.pixels.hold(decoded_bytes(job.data)):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, save_one, job)
 
     def record_peaks(self) -> None:
         """The budgets' high-water marks, as counters (bytes; per process)."""
