@@ -646,3 +646,29 @@ async def test_staged_files_waiting_for_their_commit_are_bounded(
         report = await run(items, tmp_path)
     assert report.exit_code == 0 and report.summary()["saved"] == 24
     assert 0 < most[0] <= 3, most[0]
+
+
+async def test_a_file_whose_commit_fails_is_recorded_failed_and_never_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store records a file only once it is durable: a render whose commit fails (the
+    # disk refused the flush) is a failed slot, its target untouched, no temp file left.
+    from artpipe import _core
+    from artpipe.errors import SaveError
+
+    def disk_refuses(writes: list[Any]) -> list[Any]:
+        return [SaveError(5, "cannot flush the temporary file to disk: I/O error", "x")
+                for _ in writes]
+
+    monkeypatch.setattr(_core, "commit_writes", disk_refuses)
+    async with ImageServer() as srv:
+        items = [{"id": "tt1", "type": "movie", "path": "Movies/A/A.mkv",
+                  "art": {"poster": srv.url("/p.jpg"), "fanart": srv.url("/f.jpg")}}]
+        report = await run(items, tmp_path)
+    assert report.exit_code == 1 and report.summary()["failed"] == 2
+    with Store(default_db_path(tmp_path)) as store:
+        rows = store.all_artwork()
+    assert {r.status for r in rows} == {"failed"}
+    assert all("I/O error" in (r.error or "") for r in rows)
+    folder = tmp_path / "Movies" / "A"
+    assert not folder.exists() or not any(folder.iterdir())
