@@ -18,6 +18,7 @@ records one that a power cut could take back.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from concurrent.futures import Future
@@ -27,13 +28,16 @@ from artpipe import _core
 __all__ = ["GroupCommitter"]
 
 _MAX_BATCH = 256  # files per sync pass, at most: the first of them waits for all the rest
+# Who waits for a commit: a thread (a concurrent future) or a task (an asyncio future,
+# resolved on its loop with one wake-up per batch rather than one per file).
+_Waiter = Future[None] | asyncio.Future[None]
 
 
 class GroupCommitter:
     """One thread that commits staged writes in batches; ``commit`` returns a future."""
 
     def __init__(self, name: str = "commit") -> None:
-        self._queue: queue.SimpleQueue[tuple[_core.StagedWrite, Future[None]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[_core.StagedWrite, _Waiter] | None] = (
             queue.SimpleQueue())
         self._lock = threading.Lock()
         self._closed = False
@@ -43,11 +47,23 @@ class GroupCommitter:
     def commit(self, staged: _core.StagedWrite) -> Future[None]:
         """Put ``staged`` in place durably; the future raises why it could not be."""
         future: Future[None] = Future()
+        self._put(staged, future)
+        return future
+
+    def commit_for(self, staged: _core.StagedWrite, waiter: asyncio.Future[None]) -> None:
+        """``commit``, resolving ``waiter`` on its event loop (callable from any thread).
+
+        The waiters of one batch are resolved together, in one call on their loop: a
+        future per file handed across threads costs the loop a wake-up per file.
+        A waiter cancelled before its batch is flushed drops its file, as ``commit``'s.
+        """
+        self._put(staged, waiter)
+
+    def _put(self, staged: _core.StagedWrite, waiter: _Waiter) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            self._queue.put((staged, future))
-        return future
+            self._queue.put((staged, waiter))
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (idempotent)."""
@@ -69,7 +85,7 @@ class GroupCommitter:
             if stopping:
                 return
 
-    def _next_batch(self) -> tuple[list[tuple[_core.StagedWrite, Future[None]]], bool]:
+    def _next_batch(self) -> tuple[list[tuple[_core.StagedWrite, _Waiter]], bool]:
         """Every write waiting (up to ``_MAX_BATCH``), blocking for the first; and whether
         ``close`` asked the thread to stop after them."""
         first = self._queue.get()
@@ -87,22 +103,50 @@ class GroupCommitter:
         return batch, False
 
     @staticmethod
-    def _commit(batch: list[tuple[_core.StagedWrite, Future[None]]]) -> None:
+    def _commit(batch: list[tuple[_core.StagedWrite, _Waiter]]) -> None:
         # A write whose waiter gave up (a cancelled run) is left out: dropped, its temp
         # file is removed and the target keeps its old file. The rest can no longer be
-        # cancelled, so each future gets the result of its own file.
-        batch = [(staged, future) for staged, future in batch
-                 if future.set_running_or_notify_cancel()]
+        # cancelled, so each waiter gets the result of its own file.
+        batch = [(staged, waiter) for staged, waiter in batch if _claim(waiter)]
         if not batch:
             return
         try:
-            errors = _core.commit_writes([staged for staged, _ in batch])
+            errors: list[BaseException | None] = list(
+                _core.commit_writes([staged for staged, _ in batch]))
         except Exception as exc:  # never expected: fail the batch, keep the thread
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for (_, future), error in zip(batch, errors, strict=True):
-            if error is None:
-                future.set_result(None)
+            errors = [exc] * len(batch)
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None],
+                                                             BaseException | None]]] = {}
+        for (_, waiter), error in zip(batch, errors, strict=True):
+            if isinstance(waiter, Future):
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
             else:
-                future.set_exception(error)
+                on_loops.setdefault(waiter.get_loop(), []).append((waiter, error))
+        for loop, results in on_loops.items():
+            try:
+                loop.call_soon_threadsafe(settle, results)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+
+def _claim(waiter: _Waiter) -> bool:
+    """Whether the write is still wanted; a concurrent future can no longer be cancelled."""
+    if isinstance(waiter, Future):
+        return waiter.set_running_or_notify_cancel()
+    # A task cancelled after this check finds its file in place, unrecorded: complete, and
+    # the next run treats it as a file it did not write (hashes it, then keeps or replaces).
+    return not waiter.cancelled()
+
+
+def settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    """Resolve asyncio futures with their results (on their loop: not thread-safe)."""
+    for waiter, error in results:
+        if waiter.done():  # cancelled meanwhile
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)

@@ -143,3 +143,64 @@ def test_a_closed_committer_refuses_new_work(tmp_path: Path) -> None:
     _, staged = stage_image(png_bytes(4, 4), tmp_path / "x.png")
     with pytest.raises(RuntimeError, match="closed"):
         committer.commit(staged)
+
+
+async def test_tasks_waiting_on_a_loop_get_their_own_files_result(tmp_path: Path) -> None:
+    # commit_for resolves asyncio futures on their loop: each with its own file's result,
+    # one bad file failing alone, the same guarantees as commit's concurrent futures.
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    good = [tmp_path / f"good{n}.png" for n in range(5)]
+    bad = tmp_path / "bad.png"
+    staged = [stage_image(png_bytes(4 + n, 4), t)[1] for n, t in enumerate(good)]
+    _, staged_bad = stage_image(png_bytes(9, 9), bad)
+    bad.mkdir()  # the rename must fail, only here
+    committer = GroupCommitter()
+    try:
+        waiters = [loop.create_future() for _ in range(6)]
+        for s, waiter in zip([*staged, staged_bad], waiters, strict=True):
+            committer.commit_for(s, waiter)
+        del staged, staged_bad
+        results = await asyncio.wait_for(
+            asyncio.gather(*waiters, return_exceptions=True), 30)
+    finally:
+        committer.close()
+    assert results[:5] == [None] * 5
+    assert isinstance(results[5], SaveError) and str(bad) in str(results[5])
+    assert all(t.is_file() for t in good) and bad.is_dir()
+    assert temps(tmp_path) == []
+
+
+async def test_a_task_cancelled_before_its_batch_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    target = tmp_path / "fanart.jpg"
+    target.write_bytes(b"old")
+    gate, busy = threading.Event(), threading.Event()
+    commit_writes = _core.commit_writes
+
+    def held(writes: list[_core.StagedWrite]) -> list[BaseException | None]:
+        busy.set()
+        gate.wait(10)  # the commit thread is busy: the next write stays queued
+        return commit_writes(writes)
+
+    monkeypatch.setattr(_core, "commit_writes", held)
+    committer = GroupCommitter()
+    try:
+        first = loop.create_future()
+        committer.commit_for(stage_image(png_bytes(4, 4), tmp_path / "first.png")[1], first)
+        assert await asyncio.to_thread(busy.wait, 10)
+        second = loop.create_future()
+        committer.commit_for(stage_image(jpeg_bytes(40, 20), target)[1], second)
+        second.cancel()
+        gate.set()
+        assert await asyncio.wait_for(first, 10) is None
+    finally:
+        gate.set()
+        await asyncio.to_thread(committer.close)
+    assert target.read_bytes() == b"old"
+    assert temps(tmp_path) == []

@@ -28,7 +28,7 @@ from typing import Any
 from artpipe import naming, redact
 from artpipe import plan as planner
 from artpipe.cache import Cache, normalize_url
-from artpipe.commit import GroupCommitter
+from artpipe.commit import GroupCommitter, settle
 from artpipe.errors import (
     ArtpipeError,
     DecodeError,
@@ -608,20 +608,25 @@ class ItemRunner:
                 del self._renders[key]
 
     async def _render(self, job: SaveJob) -> SaveOutcome:
-        """Render and write ``job``; in this process, staged and then group-committed."""
+        """Render and write ``job``; in this process, staged and then group-committed.
+
+        The render thread hands its staged file straight to the committer, and the
+        committer wakes this task once its batch is durable: one hop from the loop and one
+        back per file, where handing the file back to the loop first took two of each.
+        """
         if self._committer is None:
             return await self._save_one(job)
         # A staged file holds two descriptors until its commit: at most _STAGED of them.
-        async with self._staged:
-            outcome = await self._save_one(replace(job, stage=True))
-            if outcome.staged is None:
-                return outcome
-            # In place and durable together with the other files staged meanwhile (commit.py).
+        async with self._staged, self.pixels.hold(decoded_bytes(job.data)):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            rendered: list[SaveOutcome] = []
+            self.executor.submit(_stage_and_commit, replace(job, stage=True), self._committer,
+                                 done, rendered)
             try:
-                await asyncio.wrap_future(self._committer.commit(outcome.staged))
-            except ArtpipeError as exc:
-                return replace(outcome, saved=None, error=exc, mtime_ns=None, staged=None)
-            return replace(outcome, staged=None)
+                await done
+            except ArtpipeError as exc:  # the commit failed: the target keeps its old file
+                return replace(rendered[0], saved=None, error=exc, mtime_ns=None)
+            return rendered[0]
 
     async def _save_one(self, job: SaveJob) -> SaveOutcome:
         """``save_one`` under the decoded-bytes budget: the pixels' size is known from the
@@ -661,6 +666,33 @@ class ItemRunner:
             await self._blocking(self.cache.evict, url)
         except Exception:  # best effort; the row already says what failed
             self.metrics.count("cache.errors")
+
+
+def _stage_and_commit(job: SaveJob, committer: GroupCommitter, done: asyncio.Future[None],
+                      rendered: list[SaveOutcome]) -> None:
+    """On a render thread: render and stage ``job``, then hand the file to ``committer``.
+
+    The outcome goes into ``rendered`` (without its staged file, which the committer now
+    owns: the temp file goes as soon as the commit drops it) before ``done`` can resolve.
+    """
+    loop = done.get_loop()
+    if done.cancelled():  # the run was cancelled while this waited for a thread
+        return
+    try:
+        outcome = save_one(job)
+        staged = outcome.staged
+        rendered.append(replace(outcome, staged=None))
+        if staged is not None:
+            del outcome
+            committer.commit_for(staged, done)
+            return
+        error = None
+    except BaseException as exc:  # never expected (save_one returns its errors): no hang
+        error = exc
+    try:
+        loop.call_soon_threadsafe(settle, [(done, error)])
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
 
 
 def is_refusal(error: ArtpipeError) -> bool:
