@@ -22,7 +22,7 @@ from artpipe.store import (
     StoreError,
     default_db_path,
 )
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -99,6 +99,14 @@ class StoreMachine(RuleBasedStateMachine):
             assert row.status == want["status"]
             assert row.error == want["error"]
 
+    @invariant()
+    def rows_read_together_equal_rows_read_alone(self) -> None:
+        items = ["a", "b", "none"]
+        together = self.store.artwork_for_many(items)
+        assert together == {item: self.store.artwork_for(item) for item in items}
+        assert together["none"] == {}
+        assert {(i, a, n) for i, rows in together.items() for a, n in rows} == set(self.model)
+
 
 TestStoreMachine = StoreMachine.TestCase
 # each step commits to SQLite; 40 sequences of 30 steps cover every rule pairing
@@ -170,3 +178,27 @@ def test_a_database_from_before_mtimes_is_upgraded_in_place(tmp_path: Path) -> N
     check = sqlite3.connect(db)
     assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     check.close()
+
+
+@given(ids=st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=30),
+       cuts=st.lists(st.integers(0, 30), max_size=4))
+@settings(max_examples=60)
+def test_first_lines_name_the_first_line_of_each_id_however_they_are_chunked(
+    ids: list[str], cuts: list[int]
+) -> None:
+    # The driver checks manifest lines a chunk at a time: the answer for each line must
+    # not depend on where the chunks end (a repeat inside one chunk, or across two).
+    given_lines = [(item_id, line, f"/{item_id}/{line}") for line, item_id in
+                   enumerate(ids, start=1)]
+    first_seen: dict[str, tuple[int, str]] = {}
+    want = []
+    for item_id, line, path in given_lines:
+        want.append(first_seen.get(item_id))
+        first_seen.setdefault(item_id, (line, path))
+    bounds = [0, *sorted(c for c in cuts if c < len(ids)), len(ids)]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s.db") as store:
+        got = []
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            got += store.first_lines_of(given_lines[start:end])
+        assert got == want
+        assert store.first_line_of("a", 99, "/late") == first_seen.get("a")

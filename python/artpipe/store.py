@@ -68,6 +68,17 @@ _COLUMNS = (
     "etag", "last_modified", "status", "error", "updated_at", "mtime_ns", "refused_url",
 )
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+_UPSERT_ARTWORK = (
+    f"INSERT INTO artwork ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    'ON CONFLICT(item, art, "index") DO UPDATE SET '
+    + ", ".join(f'"{c}"=excluded."{c}"' for c in _COLUMNS[3:]))
+_UPDATED_AT = _COLUMNS.index("updated_at")
+_UPSERT_ITEM = (
+    "INSERT INTO items (id, type, title, path, updated_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET type=excluded.type, title=excluded.title, "
+    "path=excluded.path, updated_at=excluded.updated_at")
+# Ids per IN (...) query: well under SQLite's host-parameter limit (999 before 3.32).
+_IDS_PER_QUERY = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,23 +246,24 @@ class Store:
 
     # -- writes (driver only) -------------------------------------------
     def upsert_item(self, row: ItemRow) -> None:
-        self._db.execute(
-            "INSERT INTO items (id, type, title, path, updated_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET type=excluded.type, title=excluded.title, "
-            "path=excluded.path, updated_at=excluded.updated_at",
-            (row.id, row.type, row.title, row.path, time.time()),
-        )
+        self.upsert_items([row])
+
+    def upsert_items(self, rows: list[ItemRow]) -> None:
+        now = time.time()
+        self._db.executemany(_UPSERT_ITEM, [(r.id, r.type, r.title, r.path, now) for r in rows])
 
     def upsert_artwork(self, row: ArtworkRow) -> None:
-        values = [getattr(row, c) for c in _COLUMNS]
-        values[_COLUMNS.index("updated_at")] = time.time()
-        marks = ", ".join("?" for _ in _COLUMNS)
-        updates = ", ".join(f'"{c}"=excluded."{c}"' for c in _COLUMNS[3:])
-        self._db.execute(
-            f"INSERT INTO artwork ({_COLUMN_LIST}) VALUES ({marks}) "
-            f'ON CONFLICT(item, art, "index") DO UPDATE SET {updates}',
-            values,
-        )
+        self.upsert_artworks([row])
+
+    def upsert_artworks(self, rows: list[ArtworkRow]) -> None:
+        """Many rows in one statement: a batch of items costs one call into SQLite."""
+        now = time.time()
+        values = []
+        for row in rows:
+            value = [getattr(row, c) for c in _COLUMNS]
+            value[_UPDATED_AT] = now
+            values.append(value)
+        self._db.executemany(_UPSERT_ARTWORK, values)
 
     def mark_failed(self, item: str, art: str, index: int, path: str, error: str,
                     refused_url: str | None = None) -> None:
@@ -289,7 +301,12 @@ class Store:
         )
 
     def first_line_of(self, item_id: str, line: int, path: str) -> tuple[int, str] | None:
-        """The (line, path) that gave ``item_id`` first in this run; None when this is it.
+        """The (line, path) that gave ``item_id`` first in this run; None when this is it."""
+        return self.first_lines_of([(item_id, line, path)])[0]
+
+    def first_lines_of(self, given: list[tuple[str, int, str]]
+                       ) -> list[tuple[int, str] | None]:
+        """``first_line_of`` for each (id, line, path) in manifest order, in a few queries.
 
         A temporary table (this connection, this run only, on disk): a
         manifest of millions of ids costs no memory for it.
@@ -298,13 +315,24 @@ class Store:
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS run_ids "
                              "(id TEXT PRIMARY KEY, line INTEGER, path TEXT)")
             self._run_ids = True
-        added = self._db.execute("INSERT OR IGNORE INTO temp.run_ids VALUES (?, ?, ?)",
-                                 (item_id, line, path))
-        if added.rowcount == 1:
-            return None
-        row = self._db.execute("SELECT line, path FROM temp.run_ids WHERE id=?",
-                               (item_id,)).fetchone()
-        return (int(row[0]), str(row[1])) if row is not None else None
+        firsts: dict[str, tuple[int, str]] = {}
+        ids = list(dict.fromkeys(item_id for item_id, _, _ in given))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            cur = self._db.execute(
+                f"SELECT id, line, path FROM temp.run_ids WHERE id IN "
+                f"({', '.join('?' for _ in chunk)})", chunk)
+            firsts.update((str(i), (int(line), str(path))) for i, line, path in cur)
+        out: list[tuple[int, str] | None] = []
+        new = []
+        for item_id, line, path in given:
+            first = firsts.get(item_id)
+            if first is None:
+                firsts[item_id] = (line, path)
+                new.append((item_id, line, path))
+            out.append(first)
+        self._db.executemany("INSERT INTO temp.run_ids VALUES (?, ?, ?)", new)
+        return out
 
     def delete_artwork(self, item: str, art: str, index: int) -> None:
         self._db.execute(
@@ -313,13 +341,21 @@ class Store:
 
     # -- reads ----------------------------------------------------------
     def artwork_for(self, item: str) -> dict[tuple[str, int], ArtworkRow]:
-        """All rows of one item, keyed by (art, index): one query per item."""
-        cur = self._db.execute(
-            f"SELECT {_COLUMN_LIST} "
-            "FROM artwork WHERE item=?",
-            (item,),
-        )
-        return {(r[1], r[2]): ArtworkRow(*r) for r in cur.fetchall()}
+        """All rows of one item, keyed by (art, index)."""
+        return self.artwork_for_many([item])[item]
+
+    def artwork_for_many(self, items: list[str]) -> dict[str, dict[tuple[str, int], ArtworkRow]]:
+        """``artwork_for`` of each item (an empty dict for one without rows), in few queries."""
+        out: dict[str, dict[tuple[str, int], ArtworkRow]] = {item: {} for item in items}
+        ids = list(out)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            cur = self._db.execute(
+                f"SELECT {_COLUMN_LIST} FROM artwork WHERE item IN "
+                f"({', '.join('?' for _ in chunk)})", chunk)
+            for r in cur:
+                out[r[0]][(r[1], r[2])] = ArtworkRow(*r)
+        return out
 
     def all_artwork(self) -> list[ArtworkRow]:
         cur = self._db.execute(

@@ -37,14 +37,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
-import itertools
 import os
 import re
 import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from artpipe.pipeline.driver import (
     Items,
     ProgressCallback,
     RunReport,
+    batched,
     iter_items,
     open_driver,
     pipelined,
@@ -267,12 +267,6 @@ def shard_limits(limits: FetchLimits, slots: int) -> FetchLimits:
                                per_host=max(1, limits.per_host // slots))
 
 
-def batched(items: Iterable[Item], size: int) -> Iterator[tuple[Item, ...]]:
-    it = iter(items)
-    while shard := tuple(itertools.islice(it, size)):
-        yield shard
-
-
 async def run(
     items: Items,
     opts: RunOptions,
@@ -355,7 +349,7 @@ async def _drive(
                 await _collect(pending, driver, opts)
             task = ShardTask(
                 shard=n, items=shard,
-                rows={item.id: driver.store.artwork_for(item.id) for item in shard},
+                rows=driver.store.artwork_for_many([item.id for item in shard]),
                 library=str(driver.library), cache_root=cache_root, limits=limits,
                 item_workers=item_workers, host_slots=host_slots, workers=opts.workers,
                 settings=settings, cache_bytes=opts.cache_bytes,

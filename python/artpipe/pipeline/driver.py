@@ -11,6 +11,7 @@ save executor.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -177,6 +178,13 @@ def _file_keys(path: Path) -> list[object]:
     return keys
 
 
+def batched(items: Iterable[Item], size: int) -> Iterator[tuple[Item, ...]]:
+    """``items`` in tuples of ``size`` (the last one shorter): itertools.batched, 3.12+."""
+    it = iter(items)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
 def iter_items(
     items: Items,
     on_error: Callable[[ManifestError], None],
@@ -200,27 +208,32 @@ def _parse_objects(
             on_error(exc)
 
 
-def store_outcome(store: Store, outcome: ItemOutcome) -> None:
-    item = outcome.item
-    store.upsert_item(ItemRow(item.id, item.type.value, item.title, item.path))
-    for r in outcome.results:
-        if r.status is SlotStatus.SAVED:
-            store.upsert_artwork(ArtworkRow(
-                item=r.item, art=r.art, index=r.index, url=r.url, path=r.path or "",
-                width=r.width, height=r.height, bytes=r.bytes, sha256=r.sha256,
-                etag=r.etag, last_modified=r.last_modified, status=r.status.value,
-                mtime_ns=r.mtime_ns,
-            ))
-        elif r.status is SlotStatus.REMOVED:
-            store.delete_artwork(r.item, r.art, r.index)
-        elif r.status is SlotStatus.FAILED:
-            store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed",
-                              refused_url=r.url if r.refused else None)
-        elif r.status is SlotStatus.UNCHANGED:
-            if r.etag or r.last_modified:
-                store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
-            if r.mtime_ns is not None:
-                store.update_mtime(r.item, r.art, r.index, r.mtime_ns)
+def store_outcomes(store: Store, outcomes: list[ItemOutcome]) -> None:
+    """Record a batch of outcomes; the common rows (items, saved files) in one call each."""
+    items, saved = [], []
+    for outcome in outcomes:
+        item = outcome.item
+        items.append(ItemRow(item.id, item.type.value, item.title, item.path))
+        for r in outcome.results:
+            if r.status is SlotStatus.SAVED:
+                saved.append(ArtworkRow(
+                    item=r.item, art=r.art, index=r.index, url=r.url, path=r.path or "",
+                    width=r.width, height=r.height, bytes=r.bytes, sha256=r.sha256,
+                    etag=r.etag, last_modified=r.last_modified, status=r.status.value,
+                    mtime_ns=r.mtime_ns,
+                ))
+            elif r.status is SlotStatus.REMOVED:
+                store.delete_artwork(r.item, r.art, r.index)
+            elif r.status is SlotStatus.FAILED:
+                store.mark_failed(r.item, r.art, r.index, r.path or "", r.error or "failed",
+                                  refused_url=r.url if r.refused else None)
+            elif r.status is SlotStatus.UNCHANGED:
+                if r.etag or r.last_modified:
+                    store.update_validators(r.item, r.art, r.index, r.etag, r.last_modified)
+                if r.mtime_ns is not None:
+                    store.update_mtime(r.item, r.art, r.index, r.mtime_ns)
+    store.upsert_items(items)
+    store.upsert_artworks(saved)
 
 
 class StoreSink:
@@ -283,13 +296,14 @@ class StoreSink:
             return
         batch, self.pending = self.pending, []  # a batch that failed is not retried
         with self.metrics.timer("db.save_item", track="driver"), self.store.batch():
-            for outcome in batch:
-                store_outcome(self.store, outcome)
+            store_outcomes(self.store, batch)
         if self.report is not None:
             self.report.flush()
 
 
 _ERROR_KINDS_KEPT = 200
+# Manifest items the driver checks (and reads the store rows of) together.
+_ITEMS_AHEAD = 128
 
 
 def _count_error(errors: Counter[str], message: str) -> None:
@@ -316,25 +330,40 @@ class Driver:
     stats: RunStats
     sink: StoreSink
     hosts: dict[str, Any] = field(default_factory=dict)
+    _rows_ahead: dict[str, dict[tuple[str, int], ArtworkRow]] = field(
+        default_factory=dict, repr=False)
 
-    def unique(self, items: Iterator[Item]) -> Iterator[Item]:
+    def unique(self, items: Iterator[Item], *, rows_ahead: bool = False) -> Iterator[Item]:
         """``items`` without the lines that repeat an earlier line's id.
 
         Two lines with one id share one set of store rows: with two paths
         they would rewrite each other's art on every run. The first line in
         the manifest wins; a later one is a bad line naming the first.
+
+        Items are checked a chunk at a time (a few queries per chunk, not per item);
+        with ``rows_ahead`` their store rows are read with them, for ``rows_for``.
         """
-        for item in items:
-            first = self.store.first_line_of(item.id, item.line, item.path)
-            if first is None:
-                yield item
-                continue
-            line, path = first
-            where = f"line {line}" if line else "an earlier item"
-            self.sink.bad_line(ManifestError(
-                f"id {item.id!r} was already given by {where} (path {path!r}); ids must be "
-                "unique — the first wins and this line is not run", line=item.line or None,
-                item=item.id))
+        for chunk in batched(items, _ITEMS_AHEAD):
+            firsts = self.store.first_lines_of([(i.id, i.line, i.path) for i in chunk])
+            fresh = [item for item, first in zip(chunk, firsts, strict=True) if first is None]
+            if rows_ahead:
+                self._rows_ahead.update(self.store.artwork_for_many([i.id for i in fresh]))
+            for item, first in zip(chunk, firsts, strict=True):
+                if first is None:
+                    yield item
+                    continue
+                line, path = first
+                where = f"line {line}" if line else "an earlier item"
+                self.sink.bad_line(ManifestError(
+                    f"id {item.id!r} was already given by {where} (path {path!r}); ids must "
+                    "be unique — the first wins and this line is not run",
+                    line=item.line or None, item=item.id))
+
+    def rows_for(self, item_id: str) -> dict[tuple[str, int], ArtworkRow]:
+        """The store rows of an item ``unique(rows_ahead=True)`` gave (read with its chunk:
+        only the item itself writes them, after this)."""
+        rows = self._rows_ahead.pop(item_id, None)
+        return rows if rows is not None else self.store.artwork_for(item_id)
 
     def finish(self, opts: RunOptions) -> RunReport:
         """Write the metrics/trace files and build the report (after the stores closed)."""

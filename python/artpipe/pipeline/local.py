@@ -36,7 +36,7 @@ async def run(items: Items, opts: RunOptions, *, progress: ProgressCallback | No
         limits = opts.fetch_limits()
         async with ItemRunner.open(
             limits, library=driver.library, cache=driver.cache, executor=executor,
-            metrics=driver.metrics, rows_for=driver.store.artwork_for,
+            metrics=driver.metrics, rows_for=driver.rows_for,
             settings=opts.item_settings(), resolve=opts.resolve,
         ) as runner:
             fetcher = runner.fetcher
@@ -45,7 +45,7 @@ async def run(items: Items, opts: RunOptions, *, progress: ProgressCallback | No
             }
             driver.stats.host_windows = fetcher.host_windows
             try:
-                async with aclosing(pipelined(driver.unique(item_iter), runner,
+                async with aclosing(pipelined(driver.unique(item_iter, rows_ahead=True), runner,
                                               opts.item_workers_for(limits))) as outcomes:
                     async for outcome in outcomes:
                         driver.sink.add(outcome)
