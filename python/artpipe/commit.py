@@ -24,6 +24,7 @@ import threading
 from concurrent.futures import Future
 
 from artpipe import _core
+from artpipe.batches import next_batch
 
 __all__ = ["GroupCommitter"]
 
@@ -76,7 +77,7 @@ class GroupCommitter:
 
     def _loop(self) -> None:
         while True:
-            batch, stopping = self._next_batch()
+            batch, stopping = next_batch(self._queue, _MAX_BATCH)
             if batch:
                 self._commit(batch)
             # Hold no staged write while waiting: one whose waiter gave up must remove its
@@ -84,23 +85,6 @@ class GroupCommitter:
             del batch
             if stopping:
                 return
-
-    def _next_batch(self) -> tuple[list[tuple[_core.StagedWrite, _Waiter]], bool]:
-        """Every write waiting (up to ``_MAX_BATCH``), blocking for the first; and whether
-        ``close`` asked the thread to stop after them."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < _MAX_BATCH:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return batch, True
-            batch.append(more)
-        return batch, False
 
     @staticmethod
     def _commit(batch: list[tuple[_core.StagedWrite, _Waiter]]) -> None:

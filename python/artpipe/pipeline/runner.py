@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from artpipe import naming, redact
 from artpipe import plan as planner
-from artpipe.cache import Cache, normalize_url
+from artpipe.cache import Cache, CacheWriter, normalize_url
 from artpipe.commit import GroupCommitter, settle
 from artpipe.errors import (
     ArtpipeError,
@@ -62,6 +63,8 @@ _REVALIDATED_REMEMBERED = 4096
 # Renders written this run, so a slot wanting the same output copies the file instead of
 # rendering again; bounded like the above (a forgotten one is only rendered again).
 _RENDERS_REMEMBERED = 4096
+# Bytes waiting to be written into the cache, at most, before a download waits for them.
+_PUTTING_BYTES = 64 * 1024 * 1024
 
 
 REPORT_KEYS = ("item", "type", "art", "index", "url", "status", "path", "width", "height",
@@ -93,6 +96,7 @@ class SlotResult:
     note: str | None = None  # a file changed outside artpipe: replaced, or kept
     warning: str | None = None  # e.g. a rival copy Kodi may show instead
     refused: bool = False  # a work limit refused the image: the store remembers the URL
+    rivals: tuple[str, ...] | None = None  # listed by the save step (None: not listed)
 
     def report_row(self) -> dict[str, Any]:
         """This slot's line of ``--report`` (the keys are ``REPORT_KEYS``)."""
@@ -109,6 +113,8 @@ class ItemOutcome:
 
 
 _DEFAULT_SETTINGS = ItemSettings()
+# The sources a slot may write a file from (the others keep, remove or skip it).
+_WRITES = (planner.Web, planner.Cache, planner.Memory)
 # Renders staged and not yet committed, at most: each holds a file and a folder descriptor
 # (the usual limit is 1,024 per process), and a batch of 64 already flushes for ~0.2 ms/file.
 _STAGED = 64
@@ -198,6 +204,45 @@ class _Loaded:
     mtime_ns: int | None = None  # a kept file's new mtime, for the store
 
 
+class FolderSweeps:
+    """Each folder swept for dead temp files once per run, before anything is written in it.
+
+    Callable from any thread: planning sweeps the item's folders in the same trip to the
+    I/O pool, and a caller that finds a sweep of its folder under way waits for it (a
+    sweep still listing the folder must not meet this run's own temp files in it).
+    Bounded: a folder forgotten and seen again is only swept once more.
+    """
+
+    def __init__(self, remembered: int = _SWEPT_DIRS_REMEMBERED) -> None:
+        self._lock = threading.Lock()
+        self._swept: OrderedDict[str, threading.Event] = OrderedDict()
+        self._remembered = remembered
+
+    def swept(self, directory: str) -> bool:
+        """Whether ``directory``'s sweep is done (no waiting, no disk: safe on the loop)."""
+        done = self._swept.get(directory)
+        return done is not None and done.is_set()
+
+    def sweep(self, directory: str) -> int:
+        """Sweep ``directory`` unless done or under way (then wait); the files removed."""
+        with self._lock:
+            done = self._swept.get(directory)
+            mine = done is None
+            if done is None:
+                self._swept[directory] = done = threading.Event()
+                if len(self._swept) > self._remembered:
+                    self._swept.popitem(last=False)
+            else:
+                self._swept.move_to_end(directory)
+        if not mine:
+            done.wait()
+            return 0
+        try:
+            return sweep_temp_files(directory)
+        finally:
+            done.set()
+
+
 class ItemRunner:
     """Plans, downloads and saves one item at a time; shared by all item workers.
 
@@ -224,8 +269,11 @@ class ItemRunner:
         self.metrics = metrics
         self.rows_for = rows_for
         self.settings = settings
-        self._swept: OrderedDict[str, asyncio.Future[int]] = OrderedDict()
+        self.sweeps = FolderSweeps()
         fetcher.keep = self._keep  # into the cache inside the fetcher's single flight
+        # Cache puts under way (normalized URL -> (future, bytes)), oldest first.
+        self._putting: OrderedDict[str, tuple[Future[Any], int]] = OrderedDict()
+        self._putting_bytes = 0
         self._revalidated: OrderedDict[_FetchKey, _Loaded] = OrderedDict()
         self.claims = Claims()  # two items naming one file: the first line keeps it
         # Shared by all item workers: what bounds memory (pipeline/budget.py).
@@ -236,6 +284,9 @@ class ItemRunner:
         # Blocking calls (stat, listdir, the cache) run here rather than on asyncio's default
         # executor: as many threads as cores, since more only contend on a small machine.
         self._io = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="io")
+        # Cache puts on a thread of their own, in batches: planning and tidying never queue
+        # behind them.
+        self._cache_writer = CacheWriter(cache)
         # Renders in this process stage their files; one thread commits them in batches
         # (commit.py). A process pool's renders write durably on their own.
         self._committer = (GroupCommitter() if isinstance(executor, ThreadPoolExecutor)
@@ -250,6 +301,7 @@ class ItemRunner:
     def close(self) -> None:
         """Stop the runner's threads (waits for a blocking call in progress)."""
         self._io.shutdown(wait=True)
+        self._cache_writer.close()
         if self._committer is not None:
             self._committer.close()
 
@@ -295,13 +347,11 @@ class ItemRunner:
             # does not stall the downloads in flight
             facts = StoreFacts(self.rows_for(item.id), self.cache)
             try:
-                item_plan = await self._blocking(
-                    planner.plan_item, item, self.library, facts, refresh=self.settings.refresh,
-                    layout=self.settings.layout, keep_changed=self.settings.keep_changed,
-                )
+                item_plan, swept = await self._blocking(self._plan_and_sweep, item, facts)
             except OSError as exc:
                 return failed_outcome(
                     item, f"cannot read {exc.filename or 'its folder'}: {exc.strerror or exc}")
+            self.metrics.count("files.temp_swept", swept)
             # slots the manifest gave but that failed validation: reported, never planned
             results = [_problem(item, p) for p in item.problems]
             results += [_failed(item, e.slot, None, str(e.error)) for e in item_plan.errors]
@@ -314,8 +364,20 @@ class ItemRunner:
             saved = [r for rs in per_slot for r in rs]
             with self.metrics.timer("item.save_to_disk", track="items"):
                 targets = {str(p.target) for p in item_plan.slots}
-                results.extend(await self._blocking(self._tidy, saved, facts, targets))
+                if any(self._tidy_reads_disk(r, facts, targets) for r in saved):
+                    results.extend(await self._blocking(self._tidy, saved, facts, targets))
+                else:  # the save step listed every folder: nothing to do on disk
+                    results.extend(self._tidy(saved, facts, targets))
         return ItemOutcome(item, tuple(results))
+
+    def _plan_and_sweep(self, item: Item, facts: StoreFacts) -> tuple[planner.ItemPlan, int]:
+        """Plan ``item``, then sweep the folders it may write in: one trip to the I/O pool."""
+        item_plan = planner.plan_item(
+            item, self.library, facts, refresh=self.settings.refresh,
+            layout=self.settings.layout, keep_changed=self.settings.keep_changed)
+        folders = dict.fromkeys(os.path.dirname(p.target) for p in item_plan.slots
+                                if isinstance(p.source, _WRITES))
+        return item_plan, sum(self.sweeps.sweep(folder) for folder in folders)
 
     async def _load_and_save(self, item: Item, planned: planner.PlannedSlot,
                              facts: StoreFacts) -> list[SlotResult]:
@@ -344,6 +406,19 @@ class ItemRunner:
             finally:
                 SAVE_PHASE.reset(token)
 
+    @staticmethod
+    def _old_copy(r: SlotResult, facts: StoreFacts, targets: set[str]) -> str | None:
+        """The file artpipe recorded for this slot elsewhere, which the new one replaces."""
+        old = facts.recorded_path(r.art, r.index)
+        moved = r.status in (SlotStatus.SAVED, SlotStatus.REMOVED)
+        return old if moved and old and old != r.path and old not in targets else None
+
+    def _tidy_reads_disk(self, r: SlotResult, facts: StoreFacts, targets: set[str]) -> bool:
+        """Whether tidying ``r`` removes a file or lists a folder the save step did not."""
+        unlisted = (r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and bool(r.path)
+                    and r.rivals is None)
+        return unlisted or self._old_copy(r, facts, targets) is not None
+
     def _tidy(self, results: list[SlotResult], facts: StoreFacts,
               targets: set[str]) -> list[SlotResult]:
         """Leave one copy of each art where Kodi looks, and say so when we cannot.
@@ -353,27 +428,28 @@ class ItemRunner:
         image it shows depend on directory order. The copy artpipe itself
         recorded for the slot at another path (an older layout or format) is
         removed once the new file is in place; a file artpipe did not write is
-        never deleted, but the row carries a warning naming it.
+        never deleted, but the row carries a warning naming it. Runs on the loop
+        when ``_tidy_reads_disk`` says no result needs the disk.
         """
-        try:
-            self.cache.flush()  # the batched index rows, once per item (other runs may wait)
-        except Exception:  # a full or broken cache must not fail the item
-            self.metrics.count("cache.errors")
         out = []
         for r in results:
             warnings = []
-            old = facts.recorded_path(r.art, r.index)
-            moved = r.status in (SlotStatus.SAVED, SlotStatus.REMOVED)
-            if moved and old and old != r.path and old not in targets and self._inside(old):
+            removed = None
+            old = self._old_copy(r, facts, targets)
+            if old and self._inside(old):
                 try:
                     self.metrics.count("files.replaced_old_copy", int(remove_file(old)))
+                    removed = old
                 except OSError as exc:
                     warnings.append(f"could not remove the old copy {old} ({exc.strerror or exc}); "
                                     "remove it so Kodi shows the new one")
             if r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and r.path:
-                rivals = naming.leftover_copies(Path(r.path))
+                if r.rivals is None:
+                    rivals = [str(p) for p in naming.leftover_copies(Path(r.path))]
+                else:  # listed before the old copy went
+                    rivals = [p for p in r.rivals if p != removed]
                 if rivals:
-                    names = ", ".join(p.name for p in rivals)
+                    names = ", ".join(os.path.basename(p) for p in rivals)
                     warnings.append(f"Kodi may show {names} instead: another copy of this art "
                                     "in the same folder, not written by artpipe; remove it")
             self.metrics.count("images.warned", int(bool(warnings)))
@@ -417,7 +493,8 @@ class ItemRunner:
         grow with the manifest).
         """
         key = (normalize_url(web.url), web.etag, web.last_modified)
-        if web.etag is None and web.last_modified is None and self.cache.recently_put(web.url):
+        if web.etag is None and web.last_modified is None and (
+                key[0] in self._putting or self.cache.recently_put(web.url)):
             # Another item fetched it after this one was planned; the cache is
             # the run's memory of what was fetched, so nothing grows per URL.
             cached = await self._from_cache(planned, web.url)
@@ -456,14 +533,48 @@ class ItemRunner:
                        last_modified=result.last_modified)
 
     async def _keep(self, result: FetchResult) -> None:
-        """Cache a downloaded original (once, however many items wanted it)."""
+        """Cache a downloaded original (once, however many items wanted it).
+
+        The put runs on the cache's own thread while the slot goes on to its render:
+        waiting for it would add a queue to every download. Until it is done it is in
+        ``_putting``, so an item wanting the URL meanwhile reads it from the cache after
+        it (never downloads it again); the bytes in pending puts are bounded.
+        """
         if result.data is None:
             return
-        try:
-            await self._blocking(self.cache.put, result.url, result.data, etag=result.etag,
-                                    last_modified=result.last_modified)
-        except Exception:  # a full or broken cache must not fail the slot:
-            self.metrics.count("cache.errors")  # the bytes are in hand; only reuse is lost
+        key = normalize_url(result.url)
+        self._prune_puts()
+        while self._putting_bytes > _PUTTING_BYTES and self._putting:
+            oldest = next(iter(self._putting.values()))
+            await asyncio.wait([asyncio.wrap_future(oldest[0])])
+            self._prune_puts()
+        future = self._cache_writer.put(result.url, result.data, etag=result.etag,
+                                        last_modified=result.last_modified)
+        future.add_done_callback(self._count_put_error)  # on that thread: Metrics locks
+        self._putting[key] = (future, len(result.data))
+        self._putting.move_to_end(key)
+        self._putting_bytes += len(result.data)
+
+    def _count_put_error(self, future: Future[Any]) -> None:
+        # a full or broken cache must not fail the slot: the bytes are in hand; only
+        # reuse is lost
+        if not future.cancelled() and future.exception() is not None:
+            self.metrics.count("cache.errors")
+
+    def _prune_puts(self) -> None:
+        """Forget the puts that are done, oldest first (on the loop, so no lock)."""
+        while self._putting:
+            future, size = next(iter(self._putting.values()))
+            if not future.done():
+                return
+            self._putting.popitem(last=False)
+            self._putting_bytes -= size
+
+    async def _put_done(self, url: str) -> None:
+        """Wait for a pending put of ``url`` (if any), so a read finds its bytes."""
+        pending = self._putting.get(normalize_url(url))
+        if pending is not None and not pending[0].done():
+            await asyncio.wait([asyncio.wrap_future(pending[0])])
 
     async def _from_cache(self, planned: planner.PlannedSlot, url: str) -> _Loaded | None:
         """The cached original with its validators, or None (missing, corrupt, unreadable).
@@ -474,6 +585,7 @@ class ItemRunner:
         reservation = BODY_RESERVE.get()
         if reservation is not None:
             await reservation.grow_to(self.fetcher.limits.max_bytes)
+        await self._put_done(url)
 
         def read() -> _Loaded | None:
             data = self.cache.read(url)
@@ -566,6 +678,7 @@ class ItemRunner:
                 passthrough=saved.passthrough,
                 mtime_ns=outcome.mtime_ns,
                 note=REPLACED_CHANGED if replaced else None,
+                rivals=outcome.rivals,
             ))
         return results
 
@@ -641,27 +754,14 @@ class ItemRunner:
         self.metrics.count("memory.pixels_peak_bytes", self.pixels.high_water)
 
     async def _sweep(self, directory: str) -> None:
-        """Remove temp files a killed run left in a folder we are about to write.
-
-        Every slot writing the folder waits for its one sweep to finish: a sweep still
-        listing the folder must not meet this run's own temp files in it.
-        """
-        sweep = self._swept.get(directory)
-        if sweep is not None:
-            self._swept.move_to_end(directory)
-        else:
-            sweep = asyncio.ensure_future(self._blocking(sweep_temp_files, directory))
-            self._swept[directory] = sweep
-            if len(self._swept) > _SWEPT_DIRS_REMEMBERED:
-                self._swept.popitem(last=False)
-            sweep.add_done_callback(self._count_swept)
-        await asyncio.shield(sweep)
-
-    def _count_swept(self, sweep: asyncio.Future[int]) -> None:
-        if not sweep.cancelled() and sweep.exception() is None:
-            self.metrics.count("files.temp_swept", sweep.result())
+        """Make sure ``directory`` was swept before writing into it (planning sweeps the
+        folders it names; this only goes to disk for one it did not)."""
+        if not self.sweeps.swept(directory):
+            self.metrics.count("files.temp_swept",
+                               await self._blocking(self.sweeps.sweep, directory))
 
     async def _evict(self, url: str) -> None:
+        await self._put_done(url)  # or the put would bring the bytes back after this
         try:
             await self._blocking(self.cache.evict, url)
         except Exception:  # best effort; the row already says what failed
@@ -766,10 +866,11 @@ def _result(
     reason: str | None = None,
     mtime_ns: int | None = None,
     note: str | None = None,
+    rivals: tuple[str, ...] | None = None,
 ) -> SlotResult:
     return SlotResult(
         item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
         url=slot.url, status=status, path=path, width=width, height=height, bytes=size,
         error=error, sha256=sha256, etag=etag, last_modified=last_modified,
-        passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note,
+        passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note, rivals=rivals,
     )
