@@ -220,6 +220,12 @@ mod _core {
         Ok(staged.map(StagedWrite::new))
     }
 
+    /// What `write_blobs` says of one blob: (its sha256, None) or (None, why not).
+    type BlobStored = (
+        Option<String>,
+        Option<Py<pyo3::exceptions::PyBaseException>>,
+    );
+
     /// Store each of `blobs` in the download cache's `folder` (named by sha256, written
     /// whole, not fsynced: `blobs.rs`), all in one call: for each, (sha256, None) or
     /// (None, the OSError that says why it was not stored).
@@ -230,12 +236,7 @@ mod _core {
         blobs: Vec<Bound<'_, PyBytes>>,
         folder: PathBuf,
         temp_prefix: &str,
-    ) -> PyResult<
-        Vec<(
-            Option<String>,
-            Option<Py<pyo3::exceptions::PyBaseException>>,
-        )>,
-    > {
+    ) -> PyResult<Vec<BlobStored>> {
         let data: Vec<&[u8]> = blobs.iter().map(|b| b.as_bytes()).collect();
         let stored = detached(py, "write_blobs", || {
             Ok(data
