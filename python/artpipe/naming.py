@@ -221,18 +221,24 @@ def leftover_copies(target: Path) -> list[Path]:
     beside ``X-poster.jpg`` are rivals, and which one wins depends on directory
     order. Returns them sorted; an unreadable folder has none.
     """
-    stem = os.path.splitext(target.name)[0].lower()
     try:
         names = os.listdir(target.parent)
     except OSError:
         return []
+    return [target.parent / name for name in rival_names(target.name, names)]
+
+
+def rival_names(name: str, names: Iterable[str]) -> list[str]:
+    """``leftover_copies`` of the file ``name`` among a folder's ``names`` (one listing
+    serves every file of the folder), sorted."""
+    stem = os.path.splitext(name)[0].lower()
     out = []
-    for name in names:
-        if name == target.name:
+    for other in names:
+        if other == name:
             continue
-        base, ext = os.path.splitext(name)
+        base, ext = os.path.splitext(other)
         if base.lower() == stem and ext.lower() in PICTURE_EXTENSIONS:
-            out.append(target.parent / name)
+            out.append(other)
     return sorted(out)
 
 

@@ -15,13 +15,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from artpipe import _core
 from artpipe.errors import ArtpipeError, SaveError
 from artpipe.image import TEMP_SUFFIX, stage_image, write_image
 from artpipe.models import SavedImage
-from artpipe.naming import leftover_copies
 
 __all__ = ["TEMP_SUFFIX", "Rendered", "SaveJob", "SaveOutcome", "remove_file", "save_one",
            "sweep_temp_files"]
@@ -66,9 +64,6 @@ class SaveOutcome:
     worker: str
     mtime_ns: int | None = None  # the written file's mtime, for the store (None: hash next run)
     staged: _core.StagedWrite | None = None  # with ``SaveJob.stage``: not in place until committed
-    # Other files in the folder that Kodi reads as this art (``naming.leftover_copies``),
-    # listed once the file is written; None when nothing was written.
-    rivals: tuple[str, ...] | None = None
 
 
 def save_one(job: SaveJob) -> SaveOutcome:
@@ -101,11 +96,8 @@ def save_one(job: SaveJob) -> SaveOutcome:
             mtime_ns = os.stat(saved.path).st_mtime_ns
         except OSError:
             pass
-    rivals = None
-    if saved is not None:  # listed here, in the worker, while the folder is in the cache
-        rivals = tuple(str(p) for p in leftover_copies(Path(saved.path)))
     ms = (time.perf_counter_ns() - start) / 1e6
-    return SaveOutcome(saved, error, start, ms, worker, mtime_ns, staged, rivals)
+    return SaveOutcome(saved, error, start, ms, worker, mtime_ns, staged)
 
 
 def _write(job: SaveJob, data: bytes, *, max_size: tuple[int, int] | None,

@@ -96,7 +96,6 @@ class SlotResult:
     note: str | None = None  # a file changed outside artpipe: replaced, or kept
     warning: str | None = None  # e.g. a rival copy Kodi may show instead
     refused: bool = False  # a work limit refused the image: the store remembers the URL
-    rivals: tuple[str, ...] | None = None  # listed by the save step (None: not listed)
 
     def report_row(self) -> dict[str, Any]:
         """This slot's line of ``--report`` (the keys are ``REPORT_KEYS``)."""
@@ -140,6 +139,8 @@ class StoreFacts:
         self._rows = rows
         self._cache = cache
         self.seen: dict[Path, planner.OnDisk] = {}
+        # target -> the rival copies beside it (naming.rival_names), listed while planning
+        self.rivals: dict[str, tuple[str, ...]] = {}
 
     def recorded(self, item: Item, art: ArtType, index: int) -> planner.Recorded | None:
         row = self._rows.get((art.value, index))
@@ -371,13 +372,28 @@ class ItemRunner:
         return ItemOutcome(item, tuple(results))
 
     def _plan_and_sweep(self, item: Item, facts: StoreFacts) -> tuple[planner.ItemPlan, int]:
-        """Plan ``item``, then sweep the folders it may write in: one trip to the I/O pool."""
+        """Plan ``item``, sweep the folders it may write in, and list its folders for rival
+        copies (``facts.rivals``): one trip to the I/O pool, one listing per folder."""
         item_plan = planner.plan_item(
             item, self.library, facts, refresh=self.settings.refresh,
             layout=self.settings.layout, keep_changed=self.settings.keep_changed)
-        folders = dict.fromkeys(os.path.dirname(p.target) for p in item_plan.slots
-                                if isinstance(p.source, _WRITES))
-        return item_plan, sum(self.sweeps.sweep(folder) for folder in folders)
+        folders: dict[str, list[str]] = {}
+        for p in item_plan.slots:
+            folders.setdefault(os.path.dirname(p.target), []).append(p.target.name)
+        swept = sum(self.sweeps.sweep(folder) for folder in dict.fromkeys(
+            os.path.dirname(p.target) for p in item_plan.slots
+            if isinstance(p.source, _WRITES)))
+        for folder, names in folders.items():
+            try:
+                listing = os.listdir(folder)
+            except FileNotFoundError:
+                listing = []  # a new folder: nothing in it to rival the files to come
+            except OSError:
+                continue  # unreadable now: tidying lists it again, and says so if it can
+            for name in names:
+                facts.rivals[os.path.join(folder, name)] = tuple(
+                    os.path.join(folder, n) for n in naming.rival_names(name, listing))
+        return item_plan, swept
 
     async def _load_and_save(self, item: Item, planned: planner.PlannedSlot,
                              facts: StoreFacts) -> list[SlotResult]:
@@ -416,7 +432,7 @@ class ItemRunner:
     def _tidy_reads_disk(self, r: SlotResult, facts: StoreFacts, targets: set[str]) -> bool:
         """Whether tidying ``r`` removes a file or lists a folder the save step did not."""
         unlisted = (r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and bool(r.path)
-                    and r.rivals is None)
+                    and r.path not in facts.rivals)
         return unlisted or self._old_copy(r, facts, targets) is not None
 
     def _tidy(self, results: list[SlotResult], facts: StoreFacts,
@@ -429,7 +445,8 @@ class ItemRunner:
         recorded for the slot at another path (an older layout or format) is
         removed once the new file is in place; a file artpipe did not write is
         never deleted, but the row carries a warning naming it. Runs on the loop
-        when ``_tidy_reads_disk`` says no result needs the disk.
+        when ``_tidy_reads_disk`` says no result needs the disk (planning listed the
+        folders: ``_plan_and_sweep``).
         """
         out = []
         for r in results:
@@ -444,10 +461,11 @@ class ItemRunner:
                     warnings.append(f"could not remove the old copy {old} ({exc.strerror or exc}); "
                                     "remove it so Kodi shows the new one")
             if r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and r.path:
-                if r.rivals is None:
+                listed = facts.rivals.get(r.path)
+                if listed is None:
                     rivals = [str(p) for p in naming.leftover_copies(Path(r.path))]
-                else:  # listed before the old copy went
-                    rivals = [p for p in r.rivals if p != removed]
+                else:  # listed while planning, before the old copy went
+                    rivals = [p for p in listed if p != removed]
                 if rivals:
                     names = ", ".join(os.path.basename(p) for p in rivals)
                     warnings.append(f"Kodi may show {names} instead: another copy of this art "
@@ -678,7 +696,6 @@ class ItemRunner:
                 passthrough=saved.passthrough,
                 mtime_ns=outcome.mtime_ns,
                 note=REPLACED_CHANGED if replaced else None,
-                rivals=outcome.rivals,
             ))
         return results
 
@@ -866,11 +883,10 @@ def _result(
     reason: str | None = None,
     mtime_ns: int | None = None,
     note: str | None = None,
-    rivals: tuple[str, ...] | None = None,
 ) -> SlotResult:
     return SlotResult(
         item=item.id, type=item.type.value, art=slot.art.value, index=slot.index,
         url=slot.url, status=status, path=path, width=width, height=height, bytes=size,
         error=error, sha256=sha256, etag=etag, last_modified=last_modified,
-        passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note, rivals=rivals,
+        passthrough=passthrough, reason=reason, mtime_ns=mtime_ns, note=note,
     )
