@@ -403,3 +403,23 @@ def test_the_writer_stores_puts_in_batches_and_one_bad_blob_fails_alone(
         assert cache.read("http://h/bad.jpg") is None
     assert sum(batches) == 7 and len(batches) < 7, batches
     assert cache_module._BATCH_PUTS >= 7
+
+
+def test_the_writer_commits_even_after_a_batch_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An open index transaction left behind would make another run sharing the cache wait.
+    from artpipe.cache import CacheWriter
+
+    def broken(self: Cache, puts: list[Any]) -> list[Any]:
+        self._begin()  # the transaction is open when it fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Cache, "put_many", broken)
+    with Cache(tmp_path) as cache:
+        writer = CacheWriter(cache)
+        try:
+            with pytest.raises(OSError, match="No space"):
+                writer.put("http://h/a.jpg", b"a").result(10)
+        finally:
+            writer.close()
+        assert not cache._conn().in_transaction

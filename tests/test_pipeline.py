@@ -386,12 +386,13 @@ async def test_a_request_during_save_is_counted(tmp_path: Path,
     library.mkdir()
     original_save = pipeline.ItemRunner._save
 
-    async def save_that_refetches(self: pipeline.ItemRunner, item: Any, loaded: Any) -> Any:
+    async def save_that_refetches(self: pipeline.ItemRunner, item: Any, loaded: Any,
+                                  facts: Any) -> Any:
         for entry in loaded:  # what the media manager's LoadAndCache did inside SaveToDisk
             if entry.planned.slot.url:
                 # one URL per slot and item: coalescing must not hide a request here
                 await self.fetcher.fetch(f"{entry.planned.slot.url}?again-{item.id}")
-        return await original_save(self, item, loaded)
+        return await original_save(self, item, loaded, facts)
 
     monkeypatch.setattr(pipeline.ItemRunner, "_save", save_that_refetches)
     async with ImageServer() as srv:
@@ -711,3 +712,57 @@ def test_a_folder_is_swept_once_and_every_caller_waits_for_that_sweep(
     assert all(t >= sweeps_run[0][1] for _, t in returned)
     assert sweeps.swept(folder)
     assert sweeps.sweep(folder) == 0 and len(sweeps_run) == 1
+
+
+def test_a_folder_still_written_in_is_never_forgotten_so_never_swept_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slot may download for minutes after its folder was swept; forgetting the folder
+    # meanwhile would let a second sweep meet a sibling's fresh temp file.
+    from artpipe.pipeline import runner
+
+    swept: list[str] = []
+    monkeypatch.setattr(runner, "sweep_temp_files", lambda d: swept.append(d) or 0)
+    sweeps = runner.FolderSweeps(remembered=2)
+    sweeps.sweep("busy")  # in use until released
+    for n in range(5):
+        sweeps.sweep(f"done{n}")
+        sweeps.release(f"done{n}")
+    assert sweeps.swept("busy")
+    sweeps.sweep("busy")
+    assert swept.count("busy") == 1
+    sweeps.release("busy")
+    sweeps.release("busy")
+    for n in range(5, 8):
+        sweeps.sweep(f"done{n}")
+        sweeps.release(f"done{n}")
+    assert not sweeps.swept("busy")  # idle now: forgotten like any other
+    sweeps.sweep("busy")
+    assert swept.count("busy") == 2
+
+
+async def test_pending_cache_puts_of_one_url_are_counted_once(tmp_path: Path) -> None:
+    # The bytes waiting for the cache writer bound a run's memory; a URL put twice (another
+    # item's validators under --refresh) must not leave its first size counted for ever.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from artpipe.cache import Cache
+    from artpipe.fetch import FetchLimits, FetchResult
+    from artpipe.metrics import Metrics
+    from artpipe.pipeline.options import ItemSettings
+    from artpipe.pipeline.runner import ItemRunner
+
+    executor = ThreadPoolExecutor(1)
+    with Cache(tmp_path / "cache") as cache:
+        async with ItemRunner.open(FetchLimits(), library=tmp_path, cache=cache,
+                                   executor=executor, metrics=Metrics(), rows_for=lambda _: {},
+                                   settings=ItemSettings()) as runner:
+            for etag in ('"1"', '"2"', '"3"'):
+                await runner._keep(FetchResult("http://h/p.jpg", b"x" * 1000, 200, etag, None,
+                                               False, 1, "http://h/p.jpg"))
+            assert runner._putting_bytes == 1000
+            await runner._put_done("http://h/p.jpg")
+            runner._prune_puts()
+            assert runner._putting_bytes == 0 and not runner._putting
+        assert cache.get("http://h/p.jpg").etag == '"3"'  # the last put wins
+    executor.shutdown()

@@ -314,18 +314,18 @@ class Cache:
         written = _core.write_blobs([data for _, data, _, _ in puts], self._blobs,
                                     temp_prefix=_TEMP_PREFIX)
         out: list[CacheEntry | OSError] = []
-        stored: list[tuple[CacheEntry, bytes]] = []
+        stored: list[tuple[int, CacheEntry, bytes]] = []  # (where in ``out``, entry, bytes)
         for (url, data, etag, last_modified), (sha, error) in zip(puts, written, strict=True):
             if sha is None:
                 out.append(error if isinstance(error, OSError) else OSError(str(error)))
                 continue
             entry = CacheEntry(_key(url), sha, len(data), etag, last_modified,
                                self._blob_path(sha))
-            stored.append((entry, data))
+            stored.append((len(out), entry, data))
             out.append(entry)
         if not stored:
             return out
-        entries = [entry for entry, _ in stored]
+        entries = [entry for _, entry, _ in stored]
         with self._lock:
             db = self._conn()
             self._begin()
@@ -339,21 +339,31 @@ class Cache:
                 "last_used) VALUES (?, ?, ?, ?, ?, ?)",
                 [(e.url, e.sha256, e.size, e.etag, e.last_modified, self._now())
                  for e in entries])
-            for entry, data in stored:
+            for entry in entries:
                 if entry.sha256 not in known:
                     known.add(entry.sha256)
                     self._total += entry.size
-                before = old.get(entry.url)
-                if before is not None and before[0] != entry.sha256:
-                    self._release_blob(*before)
-                if self._releases != releases and not entry.path.exists():
-                    # Another thread deleted this blob (its last other user evicted) between
-                    # our write and the insert: write it again, now under the lock.
-                    self._write_atomic(entry.path, data)
                 self._remember(self._put_keys, entry.url)
-            self._shrink(protect=entries[-1].url)
-            self._pending += len(entries)
-            self._maybe_commit()
+            # Each put's own file work fails that put alone (the rows are in either way: a
+            # row without its blob reads as a miss).
+            for at, entry, data in stored:
+                try:
+                    before = old.get(entry.url)
+                    if before is not None and before[0] != entry.sha256:
+                        self._release_blob(*before)
+                    if self._releases != releases and not entry.path.exists():
+                        # Another thread deleted this blob (its last other user evicted)
+                        # between our write and the insert: write it again, under the lock.
+                        self._write_atomic(entry.path, data)
+                except OSError as exc:
+                    out[at] = exc
+            try:
+                self._shrink(protect=entries[-1].url)
+            except OSError as exc:  # an evicted blob that cannot be deleted: the last put's
+                out[stored[-1][0]] = exc
+            finally:
+                self._pending += len(entries)
+                self._maybe_commit()
         return out
 
     def _rows_in(self, select: str, values: list[str]) -> list[tuple[Any, ...]]:
@@ -479,11 +489,12 @@ class Cache:
         db = self._conn()
         if db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
             return
-        self._releases += 1
         try:
             self._blob_path(sha).unlink()
         except FileNotFoundError:
             pass
+        finally:  # after the unlink: a put that read the count before it checks its blob
+            self._releases += 1
         self._total = max(0, self._total - size)
 
     def _drop_blob(self, sha: str) -> None:
@@ -576,13 +587,16 @@ class CacheWriter:
 
     def _store(self, batch: list[tuple[tuple[str, bytes, str | None, str | None],
                                        Future[CacheEntry]]]) -> None:
+        entries: list[CacheEntry | BaseException]
         try:
-            entries: list[CacheEntry | BaseException] = list(
-                self.cache.put_many([put for put, _ in batch]))
-            if self._queue.empty():
-                self.cache.flush()
+            entries = list(self.cache.put_many([put for put, _ in batch]))
         except Exception as exc:  # a broken index: every put of the batch failed
             entries = [exc] * len(batch)
+        if self._queue.empty():  # idle: commit, even after a failure (never left open)
+            try:
+                self.cache.flush()
+            except Exception as exc:  # the rows were not committed: those puts failed
+                entries = [exc] * len(batch)
         for (_, future), entry in zip(batch, entries, strict=True):
             if isinstance(entry, BaseException):
                 future.set_exception(entry)

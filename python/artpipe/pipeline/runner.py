@@ -141,6 +141,7 @@ class StoreFacts:
         self.seen: dict[Path, planner.OnDisk] = {}
         # target -> the rival copies beside it (naming.rival_names), listed while planning
         self.rivals: dict[str, tuple[str, ...]] = {}
+        self.swept: set[str] = set()  # folders swept for this item (FolderSweeps.release)
 
     def recorded(self, item: Item, art: ArtType, index: int) -> planner.Recorded | None:
         row = self._rows.get((art.value, index))
@@ -205,43 +206,74 @@ class _Loaded:
     mtime_ns: int | None = None  # a kept file's new mtime, for the store
 
 
+class _Folder:
+    __slots__ = ("done", "users")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()  # set once the sweep is over
+        self.users = 0  # items that swept (or waited for) it and have not finished
+
+
 class FolderSweeps:
     """Each folder swept for dead temp files once per run, before anything is written in it.
 
     Callable from any thread: planning sweeps the item's folders in the same trip to the
     I/O pool, and a caller that finds a sweep of its folder under way waits for it (a
     sweep still listing the folder must not meet this run's own temp files in it).
-    Bounded: a folder forgotten and seen again is only swept once more.
+    Bounded: only folders no item is still writing in are forgotten (a folder forgotten
+    and seen again is swept once more; one still in use never is, so a late write can
+    never meet a second sweep).
     """
 
     def __init__(self, remembered: int = _SWEPT_DIRS_REMEMBERED) -> None:
         self._lock = threading.Lock()
-        self._swept: OrderedDict[str, threading.Event] = OrderedDict()
+        self._swept: OrderedDict[str, _Folder] = OrderedDict()
         self._remembered = remembered
 
     def swept(self, directory: str) -> bool:
         """Whether ``directory``'s sweep is done (no waiting, no disk: safe on the loop)."""
-        done = self._swept.get(directory)
-        return done is not None and done.is_set()
+        folder = self._swept.get(directory)
+        return folder is not None and folder.done.is_set()
 
     def sweep(self, directory: str) -> int:
-        """Sweep ``directory`` unless done or under way (then wait); the files removed."""
+        """Sweep ``directory`` unless done or under way (then wait); the files removed.
+
+        The caller then uses the folder until it calls ``release``.
+        """
         with self._lock:
-            done = self._swept.get(directory)
-            mine = done is None
-            if done is None:
-                self._swept[directory] = done = threading.Event()
-                if len(self._swept) > self._remembered:
-                    self._swept.popitem(last=False)
+            folder = self._swept.get(directory)
+            mine = folder is None
+            if folder is None:
+                self._swept[directory] = folder = _Folder()
             else:
                 self._swept.move_to_end(directory)
+            folder.users += 1
+            self._forget_idle()
         if not mine:
-            done.wait()
+            folder.done.wait()
             return 0
         try:
             return sweep_temp_files(directory)
         finally:
-            done.set()
+            folder.done.set()
+
+    def release(self, directory: str) -> None:
+        """The caller of ``sweep`` has finished writing in ``directory``."""
+        with self._lock:
+            folder = self._swept.get(directory)
+            if folder is not None and folder.users > 0:
+                folder.users -= 1
+            self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        # Oldest first, skipping folders in use; when all are in use (at most the folders
+        # of the items in flight), keep them all.
+        while len(self._swept) > self._remembered:
+            idle = next((name for name, f in self._swept.items()
+                         if f.users == 0 and f.done.is_set()), None)
+            if idle is None:
+                return
+            del self._swept[idle]
 
 
 class ItemRunner:
@@ -336,17 +368,20 @@ class ItemRunner:
 
     async def process(self, item: Item) -> ItemOutcome:
         ticket = self.claims.ticket()  # before any await: workers take items in manifest order
+        facts: StoreFacts | None = None
         try:
-            return await self._process(item, ticket)
+            # rows on the loop (the store's connection lives here)
+            facts = StoreFacts(self.rows_for(item.id), self.cache)
+            return await self._process(item, ticket, facts)
         finally:
             self.claims.done(ticket)  # an item that failed before claiming holds no one up
+            for folder in facts.swept if facts is not None else ():
+                self.sweeps.release(folder)
 
-    async def _process(self, item: Item, ticket: int) -> ItemOutcome:
+    async def _process(self, item: Item, ticket: int, facts: StoreFacts) -> ItemOutcome:
         with self.metrics.timer("item.save_all", track="items"):
-            # rows on the loop (the store's connection lives here); the stat,
-            # realpath and listdir calls of planning in a thread, so a slow NAS
-            # does not stall the downloads in flight
-            facts = StoreFacts(self.rows_for(item.id), self.cache)
+            # the stat, realpath and listdir calls of planning in a thread, so a slow
+            # NAS does not stall the downloads in flight
             try:
                 item_plan, swept = await self._blocking(self._plan_and_sweep, item, facts)
             except OSError as exc:
@@ -380,9 +415,11 @@ class ItemRunner:
         folders: dict[str, list[str]] = {}
         for p in item_plan.slots:
             folders.setdefault(os.path.dirname(p.target), []).append(p.target.name)
-        swept = sum(self.sweeps.sweep(folder) for folder in dict.fromkeys(
-            os.path.dirname(p.target) for p in item_plan.slots
-            if isinstance(p.source, _WRITES)))
+        swept = 0
+        for folder in dict.fromkeys(os.path.dirname(p.target) for p in item_plan.slots
+                                    if isinstance(p.source, _WRITES)):
+            swept += self.sweeps.sweep(folder)
+            facts.swept.add(folder)
         for folder, names in folders.items():
             try:
                 listing = os.listdir(folder)
@@ -418,7 +455,7 @@ class ItemRunner:
             token = SAVE_PHASE.set(True)  # this slot's task only: others may still fetch
             try:
                 with self.metrics.timer("item.save_to_disk", track="items"):
-                    return await self._save(item, [loaded])
+                    return await self._save(item, [loaded], facts)
             finally:
                 SAVE_PHASE.reset(token)
 
@@ -433,7 +470,8 @@ class ItemRunner:
         """Whether tidying ``r`` removes a file or lists a folder the save step did not."""
         unlisted = (r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and bool(r.path)
                     and r.path not in facts.rivals)
-        return unlisted or self._old_copy(r, facts, targets) is not None
+        return (unlisted or r.status is SlotStatus.REMOVED
+                or self._old_copy(r, facts, targets) is not None)
 
     def _tidy(self, results: list[SlotResult], facts: StoreFacts,
               targets: set[str]) -> list[SlotResult]:
@@ -448,30 +486,34 @@ class ItemRunner:
         when ``_tidy_reads_disk`` says no result needs the disk (planning listed the
         folders: ``_plan_and_sweep``).
         """
-        out = []
-        for r in results:
-            warnings = []
-            removed = None
+        # Old copies first, then rival copies: a file removed for this item (an old copy,
+        # or a slot the manifest dropped) is no rival, so its folder is listed again.
+        warnings: list[list[str]] = [[] for _ in results]
+        relist = {os.path.dirname(r.path) for r in results
+                  if r.status is SlotStatus.REMOVED and r.path}
+        for r, said in zip(results, warnings, strict=True):
             old = self._old_copy(r, facts, targets)
             if old and self._inside(old):
                 try:
                     self.metrics.count("files.replaced_old_copy", int(remove_file(old)))
-                    removed = old
+                    relist.add(os.path.dirname(old))
                 except OSError as exc:
-                    warnings.append(f"could not remove the old copy {old} ({exc.strerror or exc}); "
-                                    "remove it so Kodi shows the new one")
+                    said.append(f"could not remove the old copy {old} ({exc.strerror or exc}); "
+                                "remove it so Kodi shows the new one")
+        out = []
+        for r, said in zip(results, warnings, strict=True):
             if r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and r.path:
                 listed = facts.rivals.get(r.path)
-                if listed is None:
+                if listed is None or os.path.dirname(r.path) in relist:
                     rivals = [str(p) for p in naming.leftover_copies(Path(r.path))]
-                else:  # listed while planning, before the old copy went
-                    rivals = [p for p in listed if p != removed]
+                else:  # listed while planning
+                    rivals = list(listed)
                 if rivals:
                     names = ", ".join(os.path.basename(p) for p in rivals)
-                    warnings.append(f"Kodi may show {names} instead: another copy of this art "
-                                    "in the same folder, not written by artpipe; remove it")
-            self.metrics.count("images.warned", int(bool(warnings)))
-            out.append(replace(r, warning="; ".join(warnings)) if warnings else r)
+                    said.append(f"Kodi may show {names} instead: another copy of this art "
+                                "in the same folder, not written by artpipe; remove it")
+            self.metrics.count("images.warned", int(bool(said)))
+            out.append(replace(r, warning="; ".join(said)) if said else r)
         return out
 
     def _inside(self, path: str) -> bool:
@@ -566,11 +608,17 @@ class ItemRunner:
             oldest = next(iter(self._putting.values()))
             await asyncio.wait([asyncio.wrap_future(oldest[0])])
             self._prune_puts()
-        future = self._cache_writer.put(result.url, result.data, etag=result.etag,
-                                        last_modified=result.last_modified)
+        try:
+            future = self._cache_writer.put(result.url, result.data, etag=result.etag,
+                                            last_modified=result.last_modified)
+        except RuntimeError:  # the writer is closed (the run is ending): only reuse is lost
+            self.metrics.count("cache.errors")
+            return
         future.add_done_callback(self._count_put_error)  # on that thread: Metrics locks
+        earlier = self._putting.pop(key, None)
+        if earlier is not None:  # the same URL again (--refresh, other validators): the
+            self._putting_bytes -= earlier[1]  # writer stores in order, so wait for this one
         self._putting[key] = (future, len(result.data))
-        self._putting.move_to_end(key)
         self._putting_bytes += len(result.data)
 
     def _count_put_error(self, future: Future[Any]) -> None:
@@ -620,7 +668,8 @@ class ItemRunner:
             return None
 
     # -- save phase (bytes only; SAVE_PHASE is set) ---------------------
-    async def _save(self, item: Item, loaded: list[_Loaded]) -> list[SlotResult]:
+    async def _save(self, item: Item, loaded: list[_Loaded],
+                    facts: StoreFacts) -> list[SlotResult]:
         results: list[SlotResult] = []
         jobs: list[tuple[_Loaded, asyncio.Future[SaveOutcome]]] = []
         for entry in loaded:
@@ -653,7 +702,7 @@ class ItemRunner:
             elif isinstance(source, planner.Nothing) or entry.data is None:
                 results.append(_result(item, slot, SlotStatus.SKIPPED, target))
             else:
-                await self._sweep(os.path.dirname(target))
+                await self._sweep(os.path.dirname(target), facts)
                 job = SaveJob(
                     data=entry.data,
                     target=target,
@@ -750,11 +799,14 @@ class ItemRunner:
         async with self._staged, self.pixels.hold(decoded_bytes(job.data)):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             rendered: list[SaveOutcome] = []
-            self.executor.submit(_stage_and_commit, replace(job, stage=True), self._committer,
-                                 done, rendered)
+            work = self.executor.submit(_stage_and_commit, replace(job, stage=True),
+                                        self._committer, done, rendered)
+            work.add_done_callback(functools.partial(_settle_if_dropped, done))
             try:
                 await done
             except ArtpipeError as exc:  # the commit failed: the target keeps its old file
+                if not rendered:  # never rendered (dropped by the executor)
+                    raise
                 return replace(rendered[0], saved=None, error=exc, mtime_ns=None)
             return rendered[0]
 
@@ -770,12 +822,13 @@ class ItemRunner:
         self.metrics.count("memory.bodies_peak_bytes", self.bodies.high_water)
         self.metrics.count("memory.pixels_peak_bytes", self.pixels.high_water)
 
-    async def _sweep(self, directory: str) -> None:
+    async def _sweep(self, directory: str, facts: StoreFacts) -> None:
         """Make sure ``directory`` was swept before writing into it (planning sweeps the
         folders it names; this only goes to disk for one it did not)."""
-        if not self.sweeps.swept(directory):
-            self.metrics.count("files.temp_swept",
-                               await self._blocking(self.sweeps.sweep, directory))
+        if directory not in facts.swept:
+            removed = await self._blocking(self.sweeps.sweep, directory)
+            facts.swept.add(directory)  # released with the item's other folders
+            self.metrics.count("files.temp_swept", removed)
 
     async def _evict(self, url: str) -> None:
         await self._put_done(url)  # or the put would bring the bytes back after this
@@ -810,6 +863,18 @@ def _stage_and_commit(job: SaveJob, committer: GroupCommitter, done: asyncio.Fut
         loop.call_soon_threadsafe(settle, [(done, error)])
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         pass
+
+
+def _settle_if_dropped(done: asyncio.Future[None], work: Future[None]) -> None:
+    """A render the executor dropped unrun (shut down with ``cancel_futures``) fails its
+    slot instead of leaving its task waiting for ever."""
+    if work.cancelled():
+        error: BaseException | None = ArtpipeError(
+            "the render was cancelled before it ran; rerun to retry this image")
+        try:
+            done.get_loop().call_soon_threadsafe(settle, [(done, error)])
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
 
 def is_refusal(error: ArtpipeError) -> bool:
