@@ -34,7 +34,6 @@ import hashlib
 import itertools
 import logging
 import os
-import queue
 import re
 import secrets
 import shutil
@@ -49,7 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from artpipe import _core
-from artpipe.batches import next_batch
+from artpipe.batches import BatchThread
 from artpipe.redact import redact_url
 from artpipe.store import open_database
 
@@ -536,7 +535,10 @@ class Cache:
                 pass
 
 
-class CacheWriter:
+_Put = tuple[str, bytes, str | None, str | None]  # url, data, etag, last_modified
+
+
+class CacheWriter(BatchThread[tuple[_Put, Future[CacheEntry]]]):
     """One thread that stores downloads in a ``Cache`` in batches; ``put`` returns a future.
 
     Every put waiting is stored with one ``Cache.put_many`` (the blobs in one call into
@@ -548,51 +550,28 @@ class CacheWriter:
 
     def __init__(self, cache: Cache, name: str = "cache") -> None:
         self.cache = cache
-        self._queue: queue.SimpleQueue[tuple[tuple[str, bytes, str | None, str | None],
-                                             Future[CacheEntry]] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        super().__init__(name, _BATCH_PUTS)
 
     def put(self, url: str, data: bytes, *, etag: str | None = None,
             last_modified: str | None = None) -> Future[CacheEntry]:
         """``Cache.put`` on the writer's thread; the future raises why it could not be."""
         future: Future[CacheEntry] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the cache writer is closed")
-            self._queue.put(((url, data, etag, last_modified), future))
+        self._give(((url, data, etag, last_modified), future))
         return future
 
-    def close(self) -> None:
-        """Store what is queued, then stop the thread (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
+    def handle(self, batch: list[tuple[_Put, Future[CacheEntry]]]) -> None:
+        self._store([(put, future) for put, future in batch
+                     if future.set_running_or_notify_cancel()])
 
-    def _loop(self) -> None:
-        while True:
-            batch, stopping = next_batch(self._queue, _BATCH_PUTS)
-            batch = [(put, future) for put, future in batch
-                     if future.set_running_or_notify_cancel()]
-            if batch:
-                self._store(batch)
-            del batch  # hold no download's bytes while waiting
-            if stopping:
-                return
-
-    def _store(self, batch: list[tuple[tuple[str, bytes, str | None, str | None],
-                                       Future[CacheEntry]]]) -> None:
+    def _store(self, batch: list[tuple[_Put, Future[CacheEntry]]]) -> None:
+        if not batch:
+            return
         entries: list[CacheEntry | BaseException]
         try:
             entries = list(self.cache.put_many([put for put, _ in batch]))
         except Exception as exc:  # a broken index: every put of the batch failed
             entries = [exc] * len(batch)
-        if self._queue.empty():  # idle: commit, even after a failure (never left open)
+        if self.idle():  # nothing more waiting: commit, even after a failure (never left open)
             try:
                 self.cache.flush()
             except Exception as exc:  # the rows were not committed: those puts failed

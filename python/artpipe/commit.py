@@ -19,12 +19,10 @@ records one that a power cut could take back.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from concurrent.futures import Future
 
 from artpipe import _core
-from artpipe.batches import next_batch
+from artpipe.batches import BatchThread
 
 __all__ = ["GroupCommitter"]
 
@@ -34,21 +32,16 @@ _MAX_BATCH = 256  # files per sync pass, at most: the first of them waits for al
 _Waiter = Future[None] | asyncio.Future[None]
 
 
-class GroupCommitter:
+class GroupCommitter(BatchThread[tuple[_core.StagedWrite, _Waiter]]):
     """One thread that commits staged writes in batches; ``commit`` returns a future."""
 
     def __init__(self, name: str = "commit") -> None:
-        self._queue: queue.SimpleQueue[tuple[_core.StagedWrite, _Waiter] | None] = (
-            queue.SimpleQueue())
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        super().__init__(name, _MAX_BATCH)
 
     def commit(self, staged: _core.StagedWrite) -> Future[None]:
         """Put ``staged`` in place durably; the future raises why it could not be."""
         future: Future[None] = Future()
-        self._put(staged, future)
+        self._give((staged, future))
         return future
 
     def commit_for(self, staged: _core.StagedWrite, waiter: asyncio.Future[None]) -> None:
@@ -58,33 +51,10 @@ class GroupCommitter:
         future per file handed across threads costs the loop a wake-up per file.
         A waiter cancelled before its batch is flushed drops its file, as ``commit``'s.
         """
-        self._put(staged, waiter)
+        self._give((staged, waiter))
 
-    def _put(self, staged: _core.StagedWrite, waiter: _Waiter) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the group committer is closed")
-            self._queue.put((staged, waiter))
-
-    def close(self) -> None:
-        """Commit what is queued, then stop the thread (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            batch, stopping = next_batch(self._queue, _MAX_BATCH)
-            if batch:
-                self._commit(batch)
-            # Hold no staged write while waiting: one whose waiter gave up must remove its
-            # temp file now, not when the next write arrives.
-            del batch
-            if stopping:
-                return
+    def handle(self, batch: list[tuple[_core.StagedWrite, _Waiter]]) -> None:
+        self._commit(batch)
 
     @staticmethod
     def _commit(batch: list[tuple[_core.StagedWrite, _Waiter]]) -> None:
