@@ -29,6 +29,21 @@ def temps(directory: Path) -> list[Path]:
     return [p for p in directory.rglob(f"*{TEMP_SUFFIX}")]
 
 
+def hold_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make the commit thread wait on ``gate`` inside its first batch (``busy`` says it is
+    there), so writes given meanwhile stay queued."""
+    gate, busy = threading.Event(), threading.Event()
+    commit_writes = _core.commit_writes
+
+    def held(writes: list[_core.StagedWrite]) -> list[BaseException | None]:
+        busy.set()
+        gate.wait(10)
+        return commit_writes(writes)
+
+    monkeypatch.setattr(_core, "commit_writes", held)
+    return gate, busy
+
+
 def test_a_staged_file_is_invisible_until_committed(tmp_path: Path) -> None:
     target = tmp_path / "poster.jpg"
     target.write_bytes(b"old")
@@ -92,15 +107,7 @@ def test_a_cancelled_write_leaves_the_old_file(
     target = tmp_path / "fanart.jpg"
     target.write_bytes(b"old")
     blocker = tmp_path / "first.png"
-    gate, busy = threading.Event(), threading.Event()
-    commit_writes = _core.commit_writes
-
-    def held(writes: list[_core.StagedWrite]) -> list[BaseException | None]:
-        busy.set()
-        gate.wait(10)  # the commit thread is busy: the next write stays queued
-        return commit_writes(writes)
-
-    monkeypatch.setattr(_core, "commit_writes", held)
+    gate, busy = hold_commits(monkeypatch)
     committer = GroupCommitter()
     try:
         first = committer.commit(stage_image(png_bytes(4, 4), blocker)[1])
@@ -180,15 +187,7 @@ async def test_a_task_cancelled_before_its_batch_leaves_the_old_file(
     loop = asyncio.get_running_loop()
     target = tmp_path / "fanart.jpg"
     target.write_bytes(b"old")
-    gate, busy = threading.Event(), threading.Event()
-    commit_writes = _core.commit_writes
-
-    def held(writes: list[_core.StagedWrite]) -> list[BaseException | None]:
-        busy.set()
-        gate.wait(10)  # the commit thread is busy: the next write stays queued
-        return commit_writes(writes)
-
-    monkeypatch.setattr(_core, "commit_writes", held)
+    gate, busy = hold_commits(monkeypatch)
     committer = GroupCommitter()
     try:
         first = loop.create_future()
