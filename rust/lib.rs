@@ -61,6 +61,28 @@ mod _core {
         }
     }
 
+    /// Inputs up to this size are probed without releasing the GIL (see `header_work`).
+    const ATTACHED_HEADER_BYTES: usize = 1 << 20;
+
+    /// Header work (`sniff`, `probe`): microseconds, so releasing the GIL for it costs more
+    /// than it gives (the caller, often the event loop, then waits to take the GIL back
+    /// while other threads run). Only a large input, whose markers may take longer to walk,
+    /// is probed detached. A panic becomes `InternalError` either way.
+    fn header_work<T: Send>(
+        py: Python<'_>,
+        function: &str,
+        len: usize,
+        work: impl FnOnce() -> CoreResult<T> + Send,
+    ) -> PyResult<T> {
+        if len > ATTACHED_HEADER_BYTES {
+            return detached(py, function, work);
+        }
+        match catch_unwind(AssertUnwindSafe(work)) {
+            Ok(result) => result.map_err(PyErr::from),
+            Err(payload) => Err(error::internal(function, payload.as_ref())),
+        }
+    }
+
     fn request(
         max_size: Option<(u32, u32)>,
         format: Option<&str>,
@@ -85,7 +107,7 @@ mod _core {
     #[pyfunction]
     fn probe(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<(&'static str, u32, u32, u8)> {
         let bytes = data.as_bytes();
-        let header = detached(py, "probe", || crate::probe::probe(bytes))?;
+        let header = header_work(py, "probe", bytes.len(), || crate::probe::probe(bytes))?;
         Ok((
             header.format.name(),
             header.width,
@@ -98,7 +120,9 @@ mod _core {
     #[pyfunction]
     fn sniff(py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Option<&'static str>> {
         let bytes = data.as_bytes();
-        let format = detached(py, "sniff", || Ok(crate::probe::sniff(bytes).ok()))?;
+        let format = header_work(py, "sniff", bytes.len(), || {
+            Ok(crate::probe::sniff(bytes).ok())
+        })?;
         Ok(format.map(|f| f.name()))
     }
 
