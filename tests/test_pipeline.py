@@ -766,3 +766,21 @@ async def test_pending_cache_puts_of_one_url_are_counted_once(tmp_path: Path) ->
             assert runner._putting_bytes == 0 and not runner._putting
         assert cache.get("http://h/p.jpg").etag == '"3"'  # the last put wins
     executor.shutdown()
+
+
+def test_items_a_slow_producer_writes_one_by_one_start_one_by_one() -> None:
+    # The driver reads the manifest in chunks (a few store queries per chunk); a manifest
+    # streamed through a pipe by a slow scraper must not wait for 128 lines to start.
+    import time
+
+    from artpipe.pipeline.driver import _arriving
+
+    def slow() -> Any:
+        for n in range(4):
+            if n:
+                time.sleep(0.12)
+            yield n
+
+    assert [len(c) for c in _arriving(slow(), 128, 0.05)] == [2, 1, 1]
+    assert [len(c) for c in _arriving(iter(range(300)), 128, 0.05)] == [128, 128, 44]
+    assert list(_arriving(iter([]), 128, 0.05)) == []

@@ -302,8 +302,26 @@ class StoreSink:
 
 
 _ERROR_KINDS_KEPT = 200
-# Manifest items the driver checks (and reads the store rows of) together.
+# Manifest items the driver checks (and reads the store rows of) together, at most; a chunk
+# also ends once gathering it took this long (a manifest streamed through a pipe).
 _ITEMS_AHEAD = 128
+_CHUNK_WAIT_S = 0.05
+
+
+def _arriving(items: Iterable[Item], most: int, wait_s: float) -> Iterator[tuple[Item, ...]]:
+    """``items`` in chunks of up to ``most``; a chunk is cut short as soon as its items took
+    ``wait_s`` to arrive, so items a slow producer writes one by one start one by one."""
+    it = iter(items)
+    while True:
+        chunk: list[Item] = []
+        start = time.monotonic()
+        for item in it:
+            chunk.append(item)
+            if len(chunk) >= most or time.monotonic() - start > wait_s:
+                break
+        if not chunk:
+            return
+        yield tuple(chunk)
 
 
 def _count_error(errors: Counter[str], message: str) -> None:
@@ -343,7 +361,7 @@ class Driver:
         Items are checked a chunk at a time (a few queries per chunk, not per item);
         with ``rows_ahead`` their store rows are read with them, for ``rows_for``.
         """
-        for chunk in batched(items, _ITEMS_AHEAD):
+        for chunk in _arriving(items, _ITEMS_AHEAD, _CHUNK_WAIT_S):
             firsts = self.store.first_lines_of([(i.id, i.line, i.path) for i in chunk])
             fresh = [item for item, first in zip(chunk, firsts, strict=True) if first is None]
             if rows_ahead:
