@@ -50,6 +50,13 @@ import bench_pipeline  # noqa: E402  (the seed's designs and the photo-like sour
 from bench_fetch import start_server  # noqa: E402
 
 EXTRA: dict[str, Any] = {}
+LOOP: list[Callable[[], asyncio.AbstractEventLoop] | None] = [None]  # --uvloop: its factory
+
+
+def run(main: Any) -> Any:
+    """``asyncio.run``, on uvloop's loop with ``--uvloop`` (every client alike)."""
+    with asyncio.Runner(loop_factory=LOOP[0]) as runner:
+        return runner.run(main)
 PNG_ARTS = ("clearlogo", "clearart", "discart", "characterart")
 bench_pipeline.PNG_ARTS = PNG_ARTS  # the seed's designs save these as PNG too
 bench_pipeline.LIMITS.update({"clearart": (1000, 562), "discart": (1000, 1000),
@@ -129,13 +136,13 @@ def bench_batch(scratch: Path, images: int) -> list[dict[str, Any]]:
         items = batch_items(bases, images)
         urls = [u for it in items for u in it["art"].values()]
         n = len(urls)
-        asyncio.run(fetch_only(urls[:200]))  # warm the servers' generated images
-        wall, cpu, ok = measured(lambda: asyncio.run(fetch_only(urls)))
+        run(fetch_only(urls[:200]))  # warm the servers' generated images
+        wall, cpu, ok = measured(lambda: run(fetch_only(urls)))
         assert ok == n, ok
         rows = [row("fetch-only aiohttp loop", n, wall, cpu)]
         library = scratch / "batch-lib"
         library.mkdir()
-        wall, cpu, extra = measured(lambda: asyncio.run(artpipe_run(items, library)))
+        wall, cpu, extra = measured(lambda: run(artpipe_run(items, library)))
         assert extra["saved"] == n, extra
         rows.append(row("artpipe run", n, wall, cpu, **extra))
         rows[-1]["× fetch-only"] = round(rows[0]["wall s"] / rows[-1]["wall s"], 2)
@@ -184,9 +191,9 @@ def bench_movies(scratch: Path, movies: int, latency: float,
         print(f"(b) {movies} movies, {slots} slots, {distinct} distinct URLs, "
               f"{latency * 1000:.0f} ms latency", flush=True)
         runners: dict[str, Callable[[Path], Any]] = {
-            "artpipe run": lambda lib: asyncio.run(artpipe_run(items, lib)),
+            "artpipe run": lambda lib: run(artpipe_run(items, lib)),
             "ember-async (seed, fixed async)":
-                lambda lib: asyncio.run(bench_pipeline.run_ember_async(items, lib)),
+                lambda lib: run(bench_pipeline.run_ember_async(items, lib)),
             "sequential (seed)": lambda lib: bench_pipeline.run_sequential(items, lib),
         }
         rows = []
@@ -333,9 +340,17 @@ def main() -> int:
                         help="(b) designs to leave out: sequential, ember-async")
     parser.add_argument("--dir", type=Path, default=None,
                         help="scratch folder on the disk to measure (default: the temp dir)")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run every client on uvloop's loop (the CLI does when the `fast` "
+                             "extra is installed)")
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        LOOP[0] = uvloop.new_event_loop
     only = set(args.only or ["batch", "movies", "writes"])
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()}, "
+          f"loop {'uvloop' if args.uvloop else 'asyncio'}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="artpipe-throughput-", dir=args.dir))
     try:
