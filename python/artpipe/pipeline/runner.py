@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
@@ -671,7 +671,7 @@ class ItemRunner:
     async def _save(self, item: Item, loaded: list[_Loaded],
                     facts: StoreFacts) -> list[SlotResult]:
         results: list[SlotResult] = []
-        jobs: list[tuple[_Loaded, asyncio.Future[SaveOutcome]]] = []
+        jobs: list[tuple[_Loaded, Awaitable[SaveOutcome]]] = []
         for entry in loaded:
             planned = entry.planned
             slot, target, source = planned.slot, str(planned.target), planned.source
@@ -711,7 +711,9 @@ class ItemRunner:
                     quality=self.settings.quality,
                     root=str(self.library),
                 )
-                jobs.append((entry, asyncio.create_task(self._render_once(entry, job))))
+                jobs.append((entry, self._render_once(entry, job)))
+        if len(jobs) > 1:  # renders at once; one alone (a slot's save) needs no task of its own
+            jobs = [(entry, asyncio.ensure_future(render)) for entry, render in jobs]
         for entry, future in jobs:
             slot, target = entry.planned.slot, str(entry.planned.target)
             try:
