@@ -35,7 +35,6 @@ import itertools
 import logging
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -44,13 +43,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from artpipe import _core
 from artpipe.batches import BatchThread
 from artpipe.redact import redact_url
-from artpipe.store import open_database
+from artpipe.store import open_database, rows_in
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -159,7 +157,6 @@ class Cache:
         # The keys this object put, for ``recently_put``. A plain dict: membership is
         # atomic under the GIL.
         self._put_keys: dict[str, None] = {}
-        self._folders: set[str] = set()  # blob shard folders known to exist
         index = self.directory / "index.sqlite"
         try:
             self._db: sqlite3.Connection | None = self._open(index)
@@ -328,10 +325,11 @@ class Cache:
         with self._lock:
             db = self._conn()
             self._begin()
-            old = {url: (sha, size) for url, sha, size in self._rows_in(
-                "SELECT url, sha256, size FROM entries WHERE url IN ", [e.url for e in entries])}
-            known = {sha for (sha,) in self._rows_in(
-                "SELECT DISTINCT sha256 FROM entries WHERE sha256 IN ",
+            old = {url: (sha, size) for url, sha, size in rows_in(
+                db, "SELECT url, sha256, size FROM entries WHERE url IN ",
+                [e.url for e in entries])}
+            known = {sha for (sha,) in rows_in(
+                db, "SELECT DISTINCT sha256 FROM entries WHERE sha256 IN ",
                 list({e.sha256 for e in entries}))}
             db.executemany(
                 "INSERT OR REPLACE INTO entries (url, sha256, size, etag, last_modified, "
@@ -353,7 +351,7 @@ class Cache:
                     if self._releases != releases and not entry.path.exists():
                         # Another thread deleted this blob (its last other user evicted)
                         # between our write and the insert: write it again, under the lock.
-                        self._write_atomic(entry.path, data)
+                        self._write_blob(data)
                 except OSError as exc:
                     out[at] = exc
             try:
@@ -364,15 +362,6 @@ class Cache:
                 self._pending += len(entries)
                 self._maybe_commit()
         return out
-
-    def _rows_in(self, select: str, values: list[str]) -> list[tuple[Any, ...]]:
-        """``select`` + ``(?, ?, …)`` over ``values``, a few hundred at a time."""
-        rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(values), 500):
-            chunk = values[start:start + 500]
-            rows += self._conn().execute(
-                f"{select}({', '.join('?' for _ in chunk)})", chunk).fetchall()
-        return rows
 
     def evict(self, url: str) -> None:
         """Forget ``url``; its blob goes too unless another URL still uses it."""
@@ -455,33 +444,11 @@ class Cache:
         )
         return int(row[0])
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        """Temp file in the cache directory, then rename: readers see all or nothing.
-
-        No fsync: a blob carries its sha256 and is verified on every read, so one a
-        power cut truncated reads as a miss (and is downloaded again).
-        """
-        folder = str(path.parent)
-        if folder not in self._folders:  # 256 shard folders: make each once per object
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        tmp = os.path.join(folder, f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileNotFoundError:  # the folder was removed behind our back: make it again
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+    def _write_blob(self, data: bytes) -> None:
+        """One blob through the core's writer (temp file, rename, not fsynced: blobs.rs)."""
+        ((_, error),) = _core.write_blobs([data], self._blobs, temp_prefix=_TEMP_PREFIX)
+        if error is not None:
+            raise error
 
     def _release_blob(self, sha: str, size: int) -> None:
         """Delete the blob of ``sha`` (``size`` bytes) when no entry references it any more."""

@@ -80,10 +80,7 @@ class GroupCommitter(BatchThread[tuple[_core.StagedWrite, _Waiter]]):
             else:
                 on_loops.setdefault(waiter.get_loop(), []).append((waiter, error))
         for loop, results in on_loops.items():
-            try:
-                loop.call_soon_threadsafe(settle, results)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+            settle_on_loop(loop, results)
 
 
 def _claim(waiter: _Waiter) -> bool:
@@ -93,6 +90,15 @@ def _claim(waiter: _Waiter) -> bool:
     # A task cancelled after this check finds its file in place, unrecorded: complete, and
     # the next run treats it as a file it did not write (hashes it, then keeps or replaces).
     return not waiter.cancelled()
+
+
+def settle_on_loop(loop: asyncio.AbstractEventLoop,
+                   results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    """``settle`` on ``loop``, from any thread; nothing if the loop is closed (nobody waits)."""
+    try:
+        loop.call_soon_threadsafe(settle, results)
+    except RuntimeError:
+        pass
 
 
 def settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:

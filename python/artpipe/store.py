@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from artpipe.errors import StoreError
 from artpipe.redact import redact_text, redact_url
@@ -317,12 +318,8 @@ class Store:
             self._run_ids = True
         firsts: dict[str, tuple[int, str]] = {}
         ids = list(dict.fromkeys(item_id for item_id, _, _ in given))
-        for start in range(0, len(ids), _IDS_PER_QUERY):
-            chunk = ids[start:start + _IDS_PER_QUERY]
-            cur = self._db.execute(
-                f"SELECT id, line, path FROM temp.run_ids WHERE id IN "
-                f"({', '.join('?' for _ in chunk)})", chunk)
-            firsts.update((str(i), (int(line), str(path))) for i, line, path in cur)
+        firsts.update((str(i), (int(line), str(path))) for i, line, path in rows_in(
+            self._db, "SELECT id, line, path FROM temp.run_ids WHERE id IN ", ids))
         out: list[tuple[int, str] | None] = []
         new = []
         for item_id, line, path in given:
@@ -347,14 +344,9 @@ class Store:
     def artwork_for_many(self, items: list[str]) -> dict[str, dict[tuple[str, int], ArtworkRow]]:
         """``artwork_for`` of each item (an empty dict for one without rows), in few queries."""
         out: dict[str, dict[tuple[str, int], ArtworkRow]] = {item: {} for item in items}
-        ids = list(out)
-        for start in range(0, len(ids), _IDS_PER_QUERY):
-            chunk = ids[start:start + _IDS_PER_QUERY]
-            cur = self._db.execute(
-                f"SELECT {_COLUMN_LIST} FROM artwork WHERE item IN "
-                f"({', '.join('?' for _ in chunk)})", chunk)
-            for r in cur:
-                out[r[0]][(r[1], r[2])] = ArtworkRow(*r)
+        for r in rows_in(self._db, f"SELECT {_COLUMN_LIST} FROM artwork WHERE item IN ",
+                         list(out)):
+            out[r[0]][(r[1], r[2])] = ArtworkRow(*r)
         return out
 
     def all_artwork(self) -> list[ArtworkRow]:
@@ -366,6 +358,16 @@ class Store:
     def items(self) -> list[ItemRow]:
         cur = self._db.execute("SELECT id, type, title, path FROM items ORDER BY id")
         return [ItemRow(*r) for r in cur.fetchall()]
+
+
+def rows_in(db: sqlite3.Connection, select: str, values: list[str]) -> list[tuple[Any, ...]]:
+    """``select`` + ``(?, ?, …)`` over ``values``, a few hundred at a time: many keys in a
+    few queries, under SQLite's host-parameter limit."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), _IDS_PER_QUERY):
+        chunk = values[start:start + _IDS_PER_QUERY]
+        rows += db.execute(f"{select}({', '.join('?' for _ in chunk)})", chunk).fetchall()
+    return rows
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 from artpipe import naming, redact
 from artpipe import plan as planner
 from artpipe.cache import Cache, CacheWriter, normalize_url
-from artpipe.commit import GroupCommitter, settle
+from artpipe.commit import GroupCommitter, settle_on_loop
 from artpipe.errors import (
     ArtpipeError,
     DecodeError,
@@ -402,7 +402,7 @@ class ItemRunner:
                 targets = {str(p.target) for p in item_plan.slots}
                 if any(self._tidy_reads_disk(r, facts, targets) for r in saved):
                     results.extend(await self._blocking(self._tidy, saved, facts, targets))
-                else:  # the save step listed every folder: nothing to do on disk
+                else:  # planning listed every folder: nothing to do on disk
                     results.extend(self._tidy(saved, facts, targets))
         return ItemOutcome(item, tuple(results))
 
@@ -413,13 +413,13 @@ class ItemRunner:
             item, self.library, facts, refresh=self.settings.refresh,
             layout=self.settings.layout, keep_changed=self.settings.keep_changed)
         folders: dict[str, list[str]] = {}
-        for p in item_plan.slots:
-            folders.setdefault(os.path.dirname(p.target), []).append(p.target.name)
         swept = 0
-        for folder in dict.fromkeys(os.path.dirname(p.target) for p in item_plan.slots
-                                    if isinstance(p.source, _WRITES)):
-            swept += self.sweeps.sweep(folder)
-            facts.swept.add(folder)
+        for p in item_plan.slots:
+            folder = str(p.target.parent)
+            folders.setdefault(folder, []).append(p.target.name)
+            if isinstance(p.source, _WRITES) and folder not in facts.swept:
+                swept += self.sweeps.sweep(folder)
+                facts.swept.add(folder)
         for folder, names in folders.items():
             try:
                 listing = os.listdir(folder)
@@ -467,7 +467,7 @@ class ItemRunner:
         return old if moved and old and old != r.path and old not in targets else None
 
     def _tidy_reads_disk(self, r: SlotResult, facts: StoreFacts, targets: set[str]) -> bool:
-        """Whether tidying ``r`` removes a file or lists a folder the save step did not."""
+        """Whether tidying ``r`` removes a file or lists a folder planning did not."""
         unlisted = (r.status in (SlotStatus.SAVED, SlotStatus.UNCHANGED) and bool(r.path)
                     and r.path not in facts.rivals)
         return (unlisted or r.status is SlotStatus.REMOVED
@@ -847,7 +847,6 @@ def _stage_and_commit(job: SaveJob, committer: GroupCommitter, done: asyncio.Fut
     The outcome goes into ``rendered`` (without its staged file, which the committer now
     owns: the temp file goes as soon as the commit drops it) before ``done`` can resolve.
     """
-    loop = done.get_loop()
     if done.cancelled():  # the run was cancelled while this waited for a thread
         return
     try:
@@ -861,10 +860,7 @@ def _stage_and_commit(job: SaveJob, committer: GroupCommitter, done: asyncio.Fut
         error = None
     except BaseException as exc:  # never expected (save_one returns its errors): no hang
         error = exc
-    try:
-        loop.call_soon_threadsafe(settle, [(done, error)])
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass
+    settle_on_loop(done.get_loop(), [(done, error)])
 
 
 def _settle_if_dropped(done: asyncio.Future[None], work: Future[None]) -> None:
@@ -873,10 +869,7 @@ def _settle_if_dropped(done: asyncio.Future[None], work: Future[None]) -> None:
     if work.cancelled():
         error: BaseException | None = ArtpipeError(
             "the render was cancelled before it ran; rerun to retry this image")
-        try:
-            done.get_loop().call_soon_threadsafe(settle, [(done, error)])
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        settle_on_loop(done.get_loop(), [(done, error)])
 
 
 def is_refusal(error: ArtpipeError) -> bool:
