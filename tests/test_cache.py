@@ -30,6 +30,20 @@ def test_put_then_read_round_trips_with_validators(tmp_path: Path) -> None:
         assert (got.etag, got.last_modified, got.size) == ('"v1"', "x", 6)
 
 
+def test_read_entry_gives_the_bytes_with_the_validators_of_the_same_row(tmp_path: Path) -> None:
+    with Cache(tmp_path) as cache:
+        url = "https://img.example/p.jpg"
+        cache.put(url, b"old", etag='"v1"')
+        cache.put(url, b"new", etag='"v2"', last_modified="then")
+        found = cache.read_entry(url)
+        assert found is not None
+        data, entry = found
+        assert (data, entry.etag, entry.last_modified) == (b"new", '"v2"', "then")
+        entry.path.write_bytes(b"bad")  # damaged behind the cache's back: a miss, dropped
+        assert cache.read_entry(url) is None
+        assert not cache.contains(url)
+
+
 def test_missing_url_is_a_miss(tmp_path: Path) -> None:
     with Cache(tmp_path) as cache:
         assert not cache.contains("http://a/x.jpg")

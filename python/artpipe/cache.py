@@ -261,6 +261,11 @@ class Cache:
         A blob that is gone or whose hash no longer matches is dropped from the
         index (for every URL that shared it) and reported as a miss.
         """
+        found = self.read_entry(url)
+        return found[0] if found is not None else None
+
+    def read_entry(self, url: str) -> tuple[bytes, CacheEntry] | None:
+        """``read``, with the entry the bytes came from (its validators): one index lookup."""
         key = _key(url)
         with self._lock:
             entry = self._lookup(key)
@@ -276,7 +281,7 @@ class Cache:
             return None
         with self._lock:
             self._touch(key)
-        return data
+        return data, entry
 
     # -- changes -----------------------------------------------------------------
     def put(

@@ -654,12 +654,11 @@ class ItemRunner:
         await self._put_done(url)
 
         def read() -> _Loaded | None:
-            data = self.cache.read(url)
-            if data is None:
+            found = self.cache.read_entry(url)
+            if found is None:
                 return None
-            entry = self.cache.get(url)
-            return _Loaded(planned, data=data, etag=entry.etag if entry else None,
-                           last_modified=entry.last_modified if entry else None)
+            data, entry = found
+            return _Loaded(planned, data=data, etag=entry.etag, last_modified=entry.last_modified)
 
         try:
             return await self._blocking(read)
