@@ -410,7 +410,7 @@ async def test_a_body_read_from_the_cache_is_reserved_before_it_is_read(
     """A rerun restoring deleted files reads bodies from the cache: each read waits for
     room in the body budget first, as a download does, so 1,500 cached extrafanarts are
     not all read into memory at once."""
-    from artpipe.cache import Cache
+    from artpipe.cache import Cache, CacheEntry
     from artpipe.pipeline import budget as budget_module
 
     budgets: list[ByteBudget] = []
@@ -433,14 +433,14 @@ async def test_a_body_read_from_the_cache_is_reserved_before_it_is_read(
     assert (await pipeline.run(items, library, **options)).exit_code == 0
     (library / "Movies" / "M" / "M-poster.jpg").unlink()
     held_at_read: list[int] = []
-    real_read = Cache.read
+    real_read = Cache.read_entry
 
-    def read(self: Cache, url: str) -> bytes | None:
+    def read(self: Cache, url: str) -> tuple[bytes, CacheEntry] | None:
         bodies = [b for b in budgets if b.name == "downloaded bytes"][-1]  # the rerun's
         held_at_read.append(bodies.used)
         return real_read(self, url)
 
-    monkeypatch.setattr(Cache, "read", read)
+    monkeypatch.setattr(Cache, "read_entry", read)
     srv.reset_counters()
     report = await pipeline.run(items, library, **options)
     assert report.exit_code == 0 and srv.hits() == 0  # restored from the cache
