@@ -55,7 +55,16 @@ mod _core {
         function: &str,
         work: impl FnOnce() -> CoreResult<T> + Send,
     ) -> PyResult<T> {
-        match py.detach(move || catch_unwind(AssertUnwindSafe(work))) {
+        raised(
+            function,
+            py.detach(move || catch_unwind(AssertUnwindSafe(work))),
+        )
+    }
+
+    /// What `catch_unwind` around a core call gave, as Python sees it: the core's error as
+    /// its exception, a panic as `InternalError`.
+    fn raised<T>(function: &str, outcome: std::thread::Result<CoreResult<T>>) -> PyResult<T> {
+        match outcome {
             Ok(result) => result.map_err(PyErr::from),
             Err(payload) => Err(error::internal(function, payload.as_ref())),
         }
@@ -77,10 +86,7 @@ mod _core {
         if len > ATTACHED_HEADER_BYTES {
             return detached(py, function, work);
         }
-        match catch_unwind(AssertUnwindSafe(work)) {
-            Ok(result) => result.map_err(PyErr::from),
-            Err(payload) => Err(error::internal(function, payload.as_ref())),
-        }
+        raised(function, catch_unwind(AssertUnwindSafe(work)))
     }
 
     fn request(
